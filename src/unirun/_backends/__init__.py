@@ -1,0 +1,1 @@
+"""The built-in backends, one module each; imported lazily through the registry."""

@@ -1,0 +1,384 @@
+"""The front door: ``run_all``, ``map``, ``imap``, ``arun_all``, ``amap`` and ``executor``.
+
+Each call resolves its mode and options once (explicit argument, else the innermost
+``using()``, else the default), builds a :class:`~unirun._engine.Router` and hands the
+tasks to the :class:`~unirun._engine.Engine`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from ._backends._base import BackendBase
+from ._choose import Facts, gather_facts, route
+from ._engine import Engine, Router, calls_from
+from ._executor import Executor
+from ._options import RUN_OPTIONS, ambient, check_max_workers, check_run_options
+from ._progress import make_progress
+from ._registry import accepted_options, check_mode, factory_for
+from ._tasks import Call, Hint, TaskLike
+from ._warm import WARM
+
+__all__ = ["amap", "arun_all", "executor", "imap", "map", "run_all"]
+
+T = TypeVar("T")
+logger = logging.getLogger("unirun")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The options that shape one call (SPEC section 3)."""
+
+    hint: Hint | None = None
+    timeout: float | None = None
+    task_timeout: float | None = None
+    return_exceptions: bool = False
+    retries: int = 0
+    progress: object = False
+    max_in_flight: int | None = None
+    chunksize: int | str = "auto"
+
+
+class _WarmRouter(Router):
+    """Routes everything to the warm default backend of one mode, made on first use."""
+
+    def __init__(self, mode: str, options: dict[str, Any]) -> None:
+        super().__init__(None, mode)
+        self._options = options
+
+    def route(self, call: Call) -> tuple[Executor, str]:
+        if self._executor is None:
+            self._executor, self.mode = WARM.get(self.mode, self._options)
+        return self._executor, self.mode
+
+    def check(self, calls: list[Call]) -> None:
+        cls = factory_for(self.mode)
+        if isinstance(cls, type) and issubclass(cls, BackendBase):
+            cls._check_calls(calls)
+
+
+class _AutoRouter(Router):
+    """Routes each call by the rules of ``choose_backend``; a mixed batch uses several."""
+
+    def __init__(self, explicit: dict[str, Any], ambient_options: dict[str, Any]) -> None:
+        super().__init__(None, "auto")
+        self._explicit = explicit
+        self._ambient = ambient_options
+        self._facts: Facts | None = None
+        self._routes: dict[str, tuple[Executor, str]] = {}
+
+    def route(self, call: Call) -> tuple[Executor, str]:
+        if self._facts is None:
+            self._facts = gather_facts()
+        mode, why = route(call, self._facts)
+        found = self._routes.get(mode)
+        if found is None:
+            options = backend_options(mode, self._explicit, self._ambient)
+            found = WARM.get(mode, options)
+            self._routes[mode] = found
+            self._executor = found[0]
+            logger.info("unirun: auto chose mode %r for %s: %s", found[1], call.describe(), why)
+        return found
+
+    def check(self, calls: list[Call]) -> None:
+        return None
+
+
+def backend_options(
+    mode: str, explicit: Mapping[str, Any], ambient_options: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Options for a backend's constructor: explicit ones, plus the ambient ones it accepts."""
+    merged = dict(explicit)
+    if ambient_options:
+        extra = {k: v for k, v in ambient_options.items() if k not in merged}
+        merged.update(accepted_options(factory_for(mode), extra))
+    return merged
+
+
+def _plan(mode: object, options: dict[str, Any]) -> tuple[Router, RunOptions]:
+    """Resolve the mode and options of one call against ``using()``'s defaults."""
+    check_run_options(options)
+    amb = ambient()
+    if mode is None:
+        mode = amb.get("mode", "auto")
+    run_kwargs = {k: options[k] if k in options else amb[k] for k in RUN_OPTIONS if k in options or k in amb}
+    opts = RunOptions(**run_kwargs)
+    explicit = {k: v for k, v in options.items() if k not in RUN_OPTIONS}
+    amb_backend = {k: v for k, v in amb.items() if k not in RUN_OPTIONS and k != "mode"}
+    if isinstance(mode, str):
+        check_mode(mode)
+        if mode == "auto":
+            return _AutoRouter(explicit, amb_backend), opts
+        return _WarmRouter(mode, backend_options(mode, explicit, amb_backend)), opts
+    if isinstance(mode, Executor):
+        if explicit:
+            raise TypeError(
+                f"options {sorted(explicit)} configure a backend, but mode= is an executor "
+                "that is already configured; pass them when you create it"
+            )
+        return Router(mode, str(getattr(mode, "mode", type(mode).__name__))), opts
+    raise TypeError(f"mode must be a mode name or an Executor, got {mode!r}")
+
+
+def _backend_plan(backend: BackendBase, options: dict[str, Any]) -> tuple[Router, RunOptions]:
+    unknown = set(options) - RUN_OPTIONS
+    if unknown:
+        raise TypeError(
+            f"unexpected option(s) {sorted(unknown)}; a backend's run_all() takes "
+            f"{', '.join(sorted(RUN_OPTIONS))}"
+        )
+    check_run_options(options)
+    amb = ambient()
+    run_kwargs = {k: options[k] if k in options else amb[k] for k in RUN_OPTIONS if k in options or k in amb}
+    return Router(backend, backend.mode), RunOptions(**run_kwargs)
+
+
+def _engine(router: Router, source: Iterator[Call], total: int | None, opts: RunOptions,
+            progress: Callable[[int, int | None], object] | None) -> Engine:
+    return Engine(
+        source,
+        router,
+        total=total,
+        timeout=opts.timeout,
+        task_timeout=opts.task_timeout,
+        retries=opts.retries,
+        max_in_flight=opts.max_in_flight,
+        chunksize=opts.chunksize,
+        progress=progress,
+    )
+
+
+def _collect(
+    router: Router,
+    tasks: Iterable[Any],
+    opts: RunOptions,
+    on_engine: Callable[[Engine], None] | None = None,
+) -> list[Any]:
+    source, total, calls = calls_from(tasks, opts.hint)
+    if calls is not None:
+        if not calls:
+            return []
+        router.check(calls)
+    progress, close_progress = make_progress(opts.progress, total)
+    engine = _engine(router, source, total, opts, progress)
+    if on_engine is not None:
+        on_engine(engine)
+    results: dict[int, Any] = {}
+    outcomes = engine.outcomes()
+    try:
+        for index, ok, value in outcomes:
+            if not ok and not opts.return_exceptions:
+                raise value
+            results[index] = value
+    finally:
+        outcomes.close()
+        close_progress()
+    return [results[i] for i in range(len(results))]
+
+
+def _stream(router: Router, source: Iterator[Call], opts: RunOptions, ordered: bool) -> Iterator[Any]:
+    progress, close_progress = make_progress(opts.progress, None)
+    engine = _engine(router, source, None, opts, progress)
+    outcomes = engine.outcomes()
+    waiting: dict[int, tuple[bool, Any]] = {}
+    next_index = 0
+    try:
+        for index, ok, value in outcomes:
+            if not ok and not opts.return_exceptions:
+                raise value
+            if not ordered:
+                yield value
+                continue
+            waiting[index] = (ok, value)
+            engine.held = len(waiting)
+            while next_index in waiting:
+                _, value = waiting.pop(next_index)
+                engine.held = len(waiting)
+                next_index += 1
+                yield value
+    finally:
+        outcomes.close()
+        close_progress()
+
+
+# -- public functions -------------------------------------------------------------------
+
+
+def run_all(tasks: Iterable[TaskLike[T]], mode: str | Executor | None = None, **options: Any) -> list[T]:
+    """Run every task and return their results in input order.
+
+    Args:
+        tasks: Zero-argument callables, :class:`~unirun.Task` objects, async callables or
+            coroutine objects; a list or any iterable (a generator is consumed lazily).
+        mode: A mode name (``"auto"``, ``"serial"``, ``"thread"``, ``"process"``,
+            ``"asyncio"``, ``"gevent"``, ``"dask"`` or a registered one) or any
+            ``Executor``, which is used and left running. Left out: the mode of the
+            innermost ``unirun.using()``, else ``"auto"``.
+        **options: ``hint``, ``max_workers``, ``timeout``, ``task_timeout``,
+            ``return_exceptions``, ``retries``, ``progress``, ``max_in_flight``,
+            ``chunksize``; any other keyword configures the backend (``address=`` for dask).
+
+    Returns:
+        One result per task, in input order; with ``return_exceptions=True`` a failed
+        task's slot holds its exception.
+
+    Raises:
+        Exception: The first task error, unchanged, with a note naming the task and mode.
+        TimeoutError: ``timeout`` passed.
+        ValueError: An unknown mode or a bad option value.
+        TypeError: A task that is not callable (naming its index).
+    """
+    router, opts = _plan(mode, options)
+    return _collect(router, tasks, opts)
+
+
+def map(  # noqa: A001 - the public name mirrors the builtin, as concurrent.futures does
+    fn: Callable[..., T],
+    *iterables: Iterable[Any],
+    mode: str | Executor | None = None,
+    **options: Any,
+) -> list[T]:
+    """``run_all`` of ``fn(*args)`` for each tuple of the zipped ``iterables``.
+
+    Takes the options of :func:`run_all`; ``chunksize`` (an int or ``"auto"``, the
+    default) batches small tasks on the process and dask modes.
+    """
+    if not callable(fn):
+        raise TypeError(f"map() needs a callable, got {fn!r}")
+    router, opts = _plan(mode, options)
+    calls = [Call(fn, args, index=i) for i, args in enumerate(zip(*iterables))]
+    if not calls:
+        return []
+    router.check(calls)
+    return _collect(router, calls, opts)
+
+
+def imap(
+    fn: Callable[..., T],
+    *iterables: Iterable[Any],
+    mode: str | Executor | None = None,
+    ordered: bool = True,
+    **options: Any,
+) -> Iterator[T]:
+    """Lazily yield ``fn(*args)`` for the zipped ``iterables``, a bounded number in flight.
+
+    The input is consumed as results are taken, keeping at most ``max_in_flight`` tasks
+    pulled ahead, so an endless generator streams in constant memory. Closing the iterator
+    (or leaving a ``for`` loop early) cancels what is queued and stops what runs.
+
+    Args:
+        fn: The function to call.
+        *iterables: Its arguments, zipped.
+        mode: As for :func:`run_all`.
+        ordered: Yield in input order (True) or as tasks finish (False).
+        **options: As for :func:`run_all`.
+
+    Raises:
+        Exception: A task's error, as soon as it is seen (not at its turn in the order).
+    """
+    if not callable(fn):
+        raise TypeError(f"imap() needs a callable, got {fn!r}")
+    router, opts = _plan(mode, options)
+    source = (Call(fn, args, index=i) for i, args in enumerate(zip(*iterables)))
+    return _stream(router, source, opts, ordered)
+
+
+async def arun_all(
+    tasks: Iterable[TaskLike[T]], mode: str | Executor | None = None, **options: Any
+) -> list[T]:
+    """The awaitable form of :func:`run_all`, for code inside asyncio or trio.
+
+    The batch is driven from a worker thread, so the caller's event loop keeps running;
+    cancelling the awaiting task cancels the batch.
+    """
+    router, opts = _plan(mode, options)
+    return await _acollect(router, tasks, opts)
+
+
+async def amap(
+    fn: Callable[..., T],
+    *iterables: Iterable[Any],
+    mode: str | Executor | None = None,
+    **options: Any,
+) -> list[T]:
+    """The awaitable form of :func:`map`."""
+    if not callable(fn):
+        raise TypeError(f"amap() needs a callable, got {fn!r}")
+    router, opts = _plan(mode, options)
+    calls = [Call(fn, args, index=i) for i, args in enumerate(zip(*iterables))]
+    return await _acollect(router, calls, opts)
+
+
+async def _acollect(router: Router, tasks: Iterable[Any], opts: RunOptions) -> list[Any]:
+    engines: list[Engine] = []
+
+    def work() -> list[Any]:
+        return _collect(router, tasks, opts, engines.append)
+
+    try:
+        return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+    except BaseException:
+        for engine in engines:
+            engine.cancel()
+        raise
+
+
+def executor(mode: str | None = None, **options: Any) -> Executor:
+    """Make a new backend by mode name; shut it down, or use it in ``with``.
+
+    Args:
+        mode: A mode name; ``"auto"`` (with ``hint=``) picks as ``choose_backend`` does,
+            ``ThreadBackend`` without a hint. Left out: ``using()``'s mode, else auto.
+        **options: The backend's constructor keywords (``max_workers``, ...), and
+            ``hint`` for auto.
+
+    Returns:
+        A new ``Executor``. When the ambient mode of ``using()`` is an executor instance,
+        that instance is returned as is (the caller does not own it).
+    """
+    amb = ambient()
+    hint = options.pop("hint", amb.get("hint"))
+    if "max_workers" in options:
+        check_max_workers(options["max_workers"])
+    chosen: object = mode if mode is not None else amb.get("mode", "auto")
+    if isinstance(chosen, Executor) and not isinstance(chosen, str):
+        return chosen
+    name = check_mode(chosen)
+    if name == "auto":
+        from ._choose import choose_backend
+
+        name = choose_backend(hint=hint).mode
+    amb_backend = {k: v for k, v in amb.items() if k not in RUN_OPTIONS and k != "mode"}
+    return factory_for(name)(**backend_options(name, options, amb_backend))
+
+
+# -- what the backends' own run_all / imap / arun_all call -------------------------------
+
+
+def run_on(backend: BackendBase, tasks: Iterable[Any], options: dict[str, Any]) -> list[Any]:
+    router, opts = _backend_plan(backend, options)
+    return _collect(router, tasks, opts)
+
+
+def imap_on(
+    backend: BackendBase,
+    fn: Callable[..., Any],
+    iterables: tuple[Iterable[Any], ...],
+    ordered: bool,
+    options: dict[str, Any],
+) -> Iterator[Any]:
+    router, opts = _backend_plan(backend, options)
+    source = (Call(fn, args, index=i) for i, args in zip(itertools.count(), zip(*iterables)))
+    return _stream(router, source, opts, ordered)
+
+
+async def arun_on(backend: BackendBase, tasks: Iterable[Any], options: dict[str, Any]) -> list[Any]:
+    router, opts = _backend_plan(backend, options)
+    return await _acollect(router, tasks, opts)
