@@ -1,0 +1,142 @@
+"""Shared fixtures: one ``backend`` fixture over every mode, and a leak check.
+
+The contract suite (``tests/contract``) is written once against the ``backend`` fixture;
+a backend joins it by being listed in ``CONTRACT_MODES`` (and, when it needs special set-up,
+in ``BACKEND_OPTIONS``). ``--modes=thread,process`` limits a run to some modes.
+``@pytest.mark.needs("capability")`` skips a test on backends that lack a capability
+(``BackendBase.capabilities``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psutil
+import pytest
+
+from unirun._backends._base import BackendBase
+from unirun._errors import BackendUnavailableError
+from unirun._registry import factory_for
+from unirun._warm import WARM
+
+#: Every built-in mode the contract suite runs on, when its backend can be imported.
+CONTRACT_MODES = ["serial", "thread", "process", "asyncio", "gevent", "dask"]
+
+#: Constructor options per mode for the contract suite (small pools: 2 cores here).
+BACKEND_OPTIONS: dict[str, dict[str, Any]] = {
+    "serial": {},
+    "thread": {"max_workers": 4},
+    "process": {"max_workers": 2},
+    "asyncio": {"max_workers": 16},
+    "gevent": {"max_workers": 16},
+    "dask": {},
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--modes",
+        default=os.environ.get("UNIRUN_TEST_MODES", ""),
+        help="comma-separated modes for the backend fixture (default: every available one)",
+    )
+
+
+def _importable(mode: str) -> bool:
+    try:
+        factory_for(mode)
+    except (BackendUnavailableError, ModuleNotFoundError):
+        return False
+    return True
+
+
+def _modes(config: pytest.Config) -> list[str]:
+    chosen = [m for m in str(config.getoption("--modes")).split(",") if m]
+    return chosen or [m for m in CONTRACT_MODES if _importable(m)]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "mode" in metafunc.fixturenames:
+        metafunc.parametrize("mode", _modes(metafunc.config))
+
+
+@pytest.fixture
+def backend(mode: str, request: pytest.FixtureRequest) -> Iterator[BackendBase]:
+    """A fresh backend of ``mode``, shut down after the test."""
+    cls = factory_for(mode)
+    marker = request.node.get_closest_marker("needs")
+    if marker is not None and isinstance(cls, type) and issubclass(cls, BackendBase):
+        missing = [cap for cap in marker.args if cap not in cls.capabilities]
+        if missing:
+            pytest.skip(f"mode {mode!r} does not have {', '.join(missing)}")
+    instance = cls(**BACKEND_OPTIONS.get(mode, {}))
+    assert isinstance(instance, BackendBase)
+    try:
+        yield instance
+    finally:
+        instance.shutdown(wait=True, cancel_futures=True)
+
+
+# -- leaks ------------------------------------------------------------------------------
+
+_HELPERS = ("forkserver", "resource_tracker", "semaphore_tracker")
+
+
+def _children() -> set[int]:
+    out = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            cmd = " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        if not any(h in cmd for h in _HELPERS):
+            out.add(child.pid)
+    return out
+
+
+def _threads() -> set[int]:
+    return {t.ident for t in threading.enumerate() if t.ident is not None}
+
+
+def _fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except FileNotFoundError:  # not Linux
+        return 0
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves threads, child processes or file descriptors behind.
+
+    Warm default backends are shut down first: they are meant to outlive a call, not a
+    test. Counts are polled for up to 5 s, since workers exit asynchronously.
+    """
+    if request.node.get_closest_marker("leaks_ok"):
+        yield
+        return
+    threads, children, fds = _threads(), _children(), _fds()
+    yield
+    WARM.shutdown_all()
+    deadline = time.monotonic() + 5
+    while True:
+        extra_threads = _threads() - threads
+        extra_children = _children() - children
+        extra_fds = _fds() - fds
+        if not extra_threads and not extra_children and extra_fds <= 0:
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    names = [t.name for t in threading.enumerate() if t.ident in extra_threads]
+    pytest.fail(
+        f"leaked: threads {names}, child processes {sorted(extra_children)}, "
+        f"{max(extra_fds, 0)} file descriptors"
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "leaks_ok: the test is exempt from the leak check")

@@ -1,0 +1,64 @@
+"""Module-level task functions for the tests (importable, so they pickle by reference)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+def identity(x: Any) -> Any:
+    return x
+
+
+def boom(message: str = "boom") -> None:
+    raise ValueError(message)
+
+
+def sleep_then(seconds: float, value: Any) -> Any:
+    time.sleep(seconds)
+    return value
+
+
+async def async_add(x: int, y: int) -> int:
+    import asyncio
+
+    await asyncio.sleep(0)
+    return x + y
+
+
+class FalseyError(Exception):
+    def __bool__(self) -> bool:
+        return False
+
+
+def raise_falsey() -> None:
+    raise FalseyError("falsey")
+
+
+def do_exit(code: int) -> None:
+    sys.exit(code)
+
+
+def fail_times(path: str, failures: int) -> str:
+    """Fail ``failures`` times (counted in a file, so it works across processes)."""
+    try:
+        with open(path) as f:
+            count = int(f.read())
+    except FileNotFoundError:
+        count = 0
+    count += 1
+    with open(path, "w") as f:
+        f.write(str(count))
+    if count <= failures:
+        raise RuntimeError(f"attempt {count}")
+    return f"ok after {count}"
+
+
+def getpid() -> int:
+    return os.getpid()
