@@ -27,7 +27,7 @@ from ._run import amap as amap
 from ._run import arun_all as arun_all
 from ._run import executor as executor
 from ._run import imap as imap
-from ._run import map as map  # noqa: A004 - mirrors concurrent.futures' Executor.map
+from ._run import map as map
 from ._run import run_all as run_all
 from ._tasks import Task as Task
 from ._tasks import cpu_bound as cpu_bound

@@ -323,8 +323,11 @@ class Engine:
             error = TaskTimeoutError(
                 f"{call.describe()} ran longer than task_timeout={limit}s on mode "
                 f"{flight.mode!r} and was {action}"
-                + (" (a thread cannot be stopped: it runs on, its result is discarded)"
-                   if action == "abandoned" else ""),
+                + (
+                    " (a thread cannot be stopped: it runs on, its result is discarded)"
+                    if action == "abandoned"
+                    else ""
+                ),
                 action=action,
                 timeout=limit,
                 task_index=call.index,
@@ -345,7 +348,9 @@ class Engine:
         calls = flight.calls
         if future.cancelled():
             for call in calls:
-                self._deliver(call, flight, False, CancelledError(f"{call.describe()} was cancelled"))
+                self._deliver(
+                    call, flight, False, CancelledError(f"{call.describe()} was cancelled")
+                )
             return
         exc = future.exception()
         if len(calls) > 1:
@@ -358,7 +363,7 @@ class Engine:
                 return
             outcomes, elapsed = future.result()
             self._chunk_rate[id(flight.executor)] = elapsed / max(1, len(calls))
-            for call, (ok, value, tb) in zip(calls, outcomes):
+            for call, (ok, value, tb) in zip(calls, outcomes, strict=False):
                 if not ok:
                     attach_remote_traceback(value, tb)
                 self._deliver(call, flight, ok, value)
@@ -434,10 +439,12 @@ class Engine:
                 close()
 
 
-def calls_from(tasks: Any, hint: Hint | None) -> tuple[Iterator[Call], int | None, list[Call] | None]:
+def calls_from(
+    tasks: Any, hint: Hint | None
+) -> tuple[Iterator[Call], int | None, list[Call] | None]:
     """Turn user tasks into calls: all at once for a sized input (so a bad task fails
     before anything runs), lazily for an iterator."""
-    if hasattr(tasks, "__len__") and hasattr(tasks, "__getitem__") or isinstance(
+    if (hasattr(tasks, "__len__") and hasattr(tasks, "__getitem__")) or isinstance(
         tasks, (set, frozenset, dict)
     ):
         calls = []

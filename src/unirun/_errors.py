@@ -53,9 +53,7 @@ class BackendUnavailableError(UnirunError, ImportError):
         return (_rebuild_unavailable, (str(self), self.backend, self.extra))
 
 
-def _rebuild_unavailable(
-    message: str, backend: str, extra: str | None
-) -> BackendUnavailableError:
+def _rebuild_unavailable(message: str, backend: str, extra: str | None) -> BackendUnavailableError:
     return BackendUnavailableError(message, backend=backend, extra=extra)
 
 

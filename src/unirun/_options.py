@@ -9,6 +9,7 @@ import contextvars
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from types import MappingProxyType
 from typing import Any, Final
 
 __all__ = [
@@ -60,7 +61,7 @@ def check_timeout(name: str, value: object) -> None:
 
 
 _ambient: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
-    "unirun_ambient", default={}
+    "unirun_ambient", default=MappingProxyType({})
 )
 
 

@@ -31,7 +31,9 @@ class _TqdmProgress:
         self._bar.close()
 
 
-def make_progress(option: object, total: int | None) -> tuple[ProgressFn | None, Callable[[], None]]:
+def make_progress(
+    option: object, total: int | None
+) -> tuple[ProgressFn | None, Callable[[], None]]:
     """The engine's progress callback and a function to call when the run ends."""
     if option is None or option is False:
         return None, _nothing

@@ -132,8 +132,7 @@ def backend_class(mode: str) -> type[Any]:
     except ModuleNotFoundError as exc:
         if spec.package and exc.name and exc.name.split(".")[0] == spec.package:
             raise BackendUnavailableError(
-                f"mode {mode!r} needs the {spec.package!r} package: "
-                f"pip install '{spec.extra}'",
+                f"mode {mode!r} needs the {spec.package!r} package: pip install '{spec.extra}'",
                 backend=mode,
                 extra=spec.extra,
             ) from exc

@@ -108,7 +108,9 @@ def _plan(mode: object, options: dict[str, Any]) -> tuple[Router, RunOptions]:
     amb = ambient()
     if mode is None:
         mode = amb.get("mode", "auto")
-    run_kwargs = {k: options[k] if k in options else amb[k] for k in RUN_OPTIONS if k in options or k in amb}
+    run_kwargs = {
+        k: options[k] if k in options else amb[k] for k in RUN_OPTIONS if k in options or k in amb
+    }
     opts = RunOptions(**run_kwargs)
     explicit = {k: v for k, v in options.items() if k not in RUN_OPTIONS}
     amb_backend = {k: v for k, v in amb.items() if k not in RUN_OPTIONS and k != "mode"}
@@ -136,12 +138,19 @@ def _backend_plan(backend: BackendBase, options: dict[str, Any]) -> tuple[Router
         )
     check_run_options(options)
     amb = ambient()
-    run_kwargs = {k: options[k] if k in options else amb[k] for k in RUN_OPTIONS if k in options or k in amb}
+    run_kwargs = {
+        k: options[k] if k in options else amb[k] for k in RUN_OPTIONS if k in options or k in amb
+    }
     return Router(backend, backend.mode), RunOptions(**run_kwargs)
 
 
-def _engine(router: Router, source: Iterator[Call], total: int | None, opts: RunOptions,
-            progress: Callable[[int, int | None], object] | None) -> Engine:
+def _engine(
+    router: Router,
+    source: Iterator[Call],
+    total: int | None,
+    opts: RunOptions,
+    progress: Callable[[int, int | None], object] | None,
+) -> Engine:
     return Engine(
         source,
         router,
@@ -183,7 +192,9 @@ def _collect(
     return [results[i] for i in range(len(results))]
 
 
-def _stream(router: Router, source: Iterator[Call], opts: RunOptions, ordered: bool) -> Iterator[Any]:
+def _stream(
+    router: Router, source: Iterator[Call], opts: RunOptions, ordered: bool
+) -> Iterator[Any]:
     progress, close_progress = make_progress(opts.progress, None)
     engine = _engine(router, source, None, opts, progress)
     outcomes = engine.outcomes()
@@ -211,7 +222,9 @@ def _stream(router: Router, source: Iterator[Call], opts: RunOptions, ordered: b
 # -- public functions -------------------------------------------------------------------
 
 
-def run_all(tasks: Iterable[TaskLike[T]], mode: str | Executor | None = None, **options: Any) -> list[T]:
+def run_all(
+    tasks: Iterable[TaskLike[T]], mode: str | Executor | None = None, **options: Any
+) -> list[T]:
     """Run every task and return their results in input order.
 
     Args:
@@ -239,7 +252,7 @@ def run_all(tasks: Iterable[TaskLike[T]], mode: str | Executor | None = None, **
     return _collect(router, tasks, opts)
 
 
-def map(  # noqa: A001 - the public name mirrors the builtin, as concurrent.futures does
+def map(
     fn: Callable[..., T],
     *iterables: Iterable[Any],
     mode: str | Executor | None = None,
@@ -253,7 +266,7 @@ def map(  # noqa: A001 - the public name mirrors the builtin, as concurrent.futu
     if not callable(fn):
         raise TypeError(f"map() needs a callable, got {fn!r}")
     router, opts = _plan(mode, options)
-    calls = [Call(fn, args, index=i) for i, args in enumerate(zip(*iterables))]
+    calls = [Call(fn, args, index=i) for i, args in enumerate(zip(*iterables, strict=False))]
     if not calls:
         return []
     router.check(calls)
@@ -286,7 +299,7 @@ def imap(
     if not callable(fn):
         raise TypeError(f"imap() needs a callable, got {fn!r}")
     router, opts = _plan(mode, options)
-    source = (Call(fn, args, index=i) for i, args in enumerate(zip(*iterables)))
+    source = (Call(fn, args, index=i) for i, args in enumerate(zip(*iterables, strict=False)))
     return _stream(router, source, opts, ordered)
 
 
@@ -312,7 +325,7 @@ async def amap(
     if not callable(fn):
         raise TypeError(f"amap() needs a callable, got {fn!r}")
     router, opts = _plan(mode, options)
-    calls = [Call(fn, args, index=i) for i, args in enumerate(zip(*iterables))]
+    calls = [Call(fn, args, index=i) for i, args in enumerate(zip(*iterables, strict=False))]
     return await _acollect(router, calls, opts)
 
 
@@ -375,7 +388,9 @@ def imap_on(
     options: dict[str, Any],
 ) -> Iterator[Any]:
     router, opts = _backend_plan(backend, options)
-    source = (Call(fn, args, index=i) for i, args in zip(itertools.count(), zip(*iterables)))
+    source = (
+        Call(fn, args, index=i) for i, args in zip(itertools.count(), zip(*iterables, strict=False))
+    )
     return _stream(router, source, opts, ordered)
 
 

@@ -14,9 +14,9 @@ import inspect
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any, Final, Generic, Literal, TypeVar, Union, cast, overload
+from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar, cast, overload
 
-from typing_extensions import ParamSpec, TypeAlias
+from typing_extensions import ParamSpec
 
 __all__ = ["Call", "Hint", "Task", "as_call", "cpu_bound", "io_bound", "task"]
 
@@ -155,8 +155,10 @@ def is_async_callable(fn: object) -> bool:
         fn = fn.func if isinstance(fn, functools.partial) else fn.fn
     if inspect.iscoroutinefunction(fn):
         return True
-    call = getattr(type(fn), "__call__", None)
-    return call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
+    if inspect.isfunction(fn) or inspect.ismethod(fn):
+        return False
+    # an instance whose class defines ``async def __call__``
+    return inspect.iscoroutinefunction(type(fn).__dict__.get("__call__"))
 
 
 def _callable_name(fn: object) -> str:
@@ -316,9 +318,4 @@ def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
     raise value
 
 
-TaskLike: TypeAlias = Union[
-    Callable[[], Awaitable[T]],
-    Callable[[], T],
-    Task[T],
-    Awaitable[T],
-]
+TaskLike: TypeAlias = Callable[[], Awaitable[T]] | Callable[[], T] | Task[T] | Awaitable[T]

@@ -11,9 +11,8 @@ from concurrent.futures import CancelledError, Future
 import pytest
 
 import unirun
+from tests.helpers import add, boom, identity, sleep_then
 from unirun._backends._base import BackendBase
-
-from ..helpers import add, boom, identity, sleep_then
 
 
 def test_is_an_executor(backend: BackendBase) -> None:
@@ -64,12 +63,13 @@ def test_first_error_is_raised_unchanged_with_a_note(backend: BackendBase) -> No
 def test_return_exceptions_keeps_every_slot(backend: BackendBase) -> None:
     tasks = [unirun.task(identity, 0), unirun.task(boom, "x"), unirun.task(identity, 2)]
     out = backend.run_all(tasks, return_exceptions=True)
-    assert out[0] == 0 and out[2] == 2
+    assert out[0] == 0
+    assert out[2] == 2
     assert isinstance(out[1], ValueError)
 
 
 def test_falsey_exception_is_still_an_error(backend: BackendBase) -> None:
-    from ..helpers import raise_falsey, FalseyError
+    from tests.helpers import FalseyError, raise_falsey
 
     with pytest.raises(FalseyError):
         backend.run_all([unirun.task(raise_falsey)])
@@ -105,14 +105,14 @@ def test_context_manager_shuts_down(mode: str) -> None:
 
 
 def test_retries_rerun_a_failing_task(backend: BackendBase, tmp_path: object) -> None:
-    from ..helpers import fail_times
+    from tests.helpers import fail_times
 
     marker = f"{tmp_path}/count"
     assert backend.run_all([unirun.task(fail_times, marker, 2)], retries=2) == ["ok after 3"]
 
 
 def test_retries_give_up(backend: BackendBase, tmp_path: object) -> None:
-    from ..helpers import fail_times
+    from tests.helpers import fail_times
 
     marker = f"{tmp_path}/count"
     with pytest.raises(RuntimeError, match="attempt 2"):
@@ -121,12 +121,16 @@ def test_retries_give_up(backend: BackendBase, tmp_path: object) -> None:
 
 def test_progress_callback_sees_every_task(backend: BackendBase) -> None:
     seen: list[tuple[int, int | None]] = []
-    backend.run_all([unirun.task(identity, i) for i in range(5)], progress=lambda d, t: seen.append((d, t)))
+    backend.run_all(
+        [unirun.task(identity, i) for i in range(5)], progress=lambda d, t: seen.append((d, t))
+    )
     assert seen[-1] == (5, 5)
     assert [d for d, _ in seen] == [1, 2, 3, 4, 5]
 
 
-def test_progress_callback_errors_are_ignored(backend: BackendBase, caplog: pytest.LogCaptureFixture) -> None:
+def test_progress_callback_errors_are_ignored(
+    backend: BackendBase, caplog: pytest.LogCaptureFixture
+) -> None:
     def bad(done: int, total: int | None) -> None:
         raise RuntimeError("callback broke")
 
@@ -136,14 +140,17 @@ def test_progress_callback_errors_are_ignored(backend: BackendBase, caplog: pyte
 
 @pytest.mark.needs("coroutines")
 def test_async_callables_run(backend: BackendBase) -> None:
-    from ..helpers import async_add
+    from tests.helpers import async_add
 
-    assert backend.run_all([unirun.task(async_add, 1, 2), functools.partial(async_add, 3, 4)]) == [3, 7]
+    assert backend.run_all([unirun.task(async_add, 1, 2), functools.partial(async_add, 3, 4)]) == [
+        3,
+        7,
+    ]
 
 
 @pytest.mark.needs("coroutine-objects")
 def test_coroutine_objects_run(backend: BackendBase) -> None:
-    from ..helpers import async_add
+    from tests.helpers import async_add
 
     assert backend.run_all([async_add(1, 1), async_add(2, 2)]) == [2, 4]
 
@@ -188,9 +195,11 @@ def test_cancel_futures_on_shutdown(mode: str) -> None:
 
 
 def test_system_exit_in_task_is_that_tasks_outcome(backend: BackendBase) -> None:
-    from ..helpers import do_exit
+    from tests.helpers import do_exit
 
-    out = backend.run_all([unirun.task(do_exit, 3), unirun.task(identity, 1)], return_exceptions=True)
+    out = backend.run_all(
+        [unirun.task(do_exit, 3), unirun.task(identity, 1)], return_exceptions=True
+    )
     assert isinstance(out[0], SystemExit)
     assert out[1] == 1
 

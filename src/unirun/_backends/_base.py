@@ -23,9 +23,9 @@ from typing import Any, ClassVar, TypeVar
 
 from typing_extensions import ParamSpec, Self, final
 
-from .._errors import TimeoutAction
-from .._options import check_max_workers
-from .._tasks import Call, TaskLike
+from unirun._errors import TimeoutAction
+from unirun._options import check_max_workers
+from unirun._tasks import Call, TaskLike
 
 __all__ = ["BackendBase"]
 
@@ -140,7 +140,7 @@ class BackendBase(_StdExecutor):
         Takes the options of :func:`unirun.run_all` (``timeout``, ``task_timeout``,
         ``return_exceptions``, ``retries``, ``hint``, ``progress``, ``max_in_flight``).
         """
-        from .._run import run_on
+        from unirun._run import run_on
 
         return run_on(self, tasks, options)
 
@@ -153,14 +153,14 @@ class BackendBase(_StdExecutor):
         **options: Any,
     ) -> Iterator[T]:
         """Lazily yield ``fn(*args)`` for zipped iterables, with a bounded number in flight."""
-        from .._run import imap_on
+        from unirun._run import imap_on
 
         return imap_on(self, fn, iterables, ordered, options)
 
     @final
     async def arun_all(self, tasks: Iterable[TaskLike[T]], **options: Any) -> list[T]:
         """The awaitable form of :meth:`run_all`, for callers inside asyncio or trio."""
-        from .._run import arun_on
+        from unirun._run import arun_on
 
         return await arun_on(self, tasks, options)
 

@@ -6,8 +6,9 @@ import contextvars
 from concurrent.futures import Future
 from typing import Any, ClassVar
 
-from .._tasks import Call
-from .._warm import run_nested
+from unirun._tasks import Call
+from unirun._warm import run_nested
+
 from ._base import BackendBase
 
 __all__ = ["SerialBackend"]

@@ -25,9 +25,10 @@ from concurrent.futures import Future
 from concurrent.futures.thread import BrokenThreadPool
 from typing import Any, ClassVar
 
-from .._errors import TimeoutAction
-from .._tasks import Call
-from .._warm import run_nested
+from unirun._errors import TimeoutAction
+from unirun._tasks import Call
+from unirun._warm import run_nested
+
 from ._base import BackendBase
 
 __all__ = ["ThreadBackend"]
