@@ -21,7 +21,7 @@ import math
 import queue
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import CancelledError, Future
 from typing import Any, Final
 
@@ -158,7 +158,7 @@ class Engine:
 
     # -- the consumer's side -----------------------------------------------------------
 
-    def outcomes(self) -> Iterator[tuple[int, bool, Any]]:
+    def outcomes(self) -> Generator[tuple[int, bool, Any], None, None]:
         """Yield ``(index, ok, value)`` as tasks finish. Close it to stop the rest."""
         hard = True
         try:
