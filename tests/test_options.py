@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 import unirun
@@ -23,7 +25,7 @@ def test_empty_mode_is_refused() -> None:
 
 def test_mode_must_be_a_name_or_executor() -> None:
     with pytest.raises(TypeError, match="mode must be"):
-        unirun.run_all([lambda: 1], mode=3)  # type: ignore[arg-type]
+        unirun.run_all([lambda: 1], mode=3)  # type: ignore[call-overload]
 
 
 def test_run_all_on_a_stdlib_executor_leaves_it_running() -> None:
@@ -66,7 +68,7 @@ def test_imap_streams_an_endless_input_with_a_bounded_window() -> None:
 
     pulled = 0
 
-    def numbers() -> object:
+    def numbers() -> Iterator[int]:
         nonlocal pulled
         for i in itertools.count():
             pulled += 1
@@ -75,7 +77,7 @@ def test_imap_streams_an_endless_input_with_a_bounded_window() -> None:
     it = unirun.imap(lambda x: x * 2, numbers(), mode="thread", max_workers=2, max_in_flight=4)
     assert [next(it) for _ in range(3)] == [0, 2, 4]
     assert pulled <= 3 + 4 + 1
-    it.close()  # type: ignore[attr-defined]
+    it.close()  # type: ignore[attr-defined]  # imap returns a generator
 
 
 def test_map_zips_iterables() -> None:

@@ -41,7 +41,7 @@ def test_core_backends_are_importable_lazily(name: str) -> None:
 
 def test_unknown_attribute() -> None:
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        unirun.nope  # type: ignore[attr-defined]  # noqa: B018
+        unirun.nope  # noqa: B018
 
 
 def test_error_tree() -> None:

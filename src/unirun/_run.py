@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import anyio
 import anyio.to_thread
@@ -23,7 +23,7 @@ from ._executor import Executor
 from ._options import RUN_OPTIONS, ambient, check_max_workers, check_run_options
 from ._progress import make_progress
 from ._registry import accepted_options, check_mode, factory_for
-from ._tasks import Call, Hint, TaskLike
+from ._tasks import Call, Hint, Task, TaskLike
 from ._warm import WARM
 
 __all__ = ["amap", "arun_all", "executor", "imap", "map", "run_all"]
@@ -222,9 +222,27 @@ def _stream(
 # -- public functions -------------------------------------------------------------------
 
 
+@overload
 def run_all(
-    tasks: Iterable[TaskLike[T]], mode: str | Executor | None = None, **options: Any
-) -> list[T]:
+    tasks: Iterable[Task[T]], mode: str | Executor | None = None, **options: Any
+) -> list[T]: ...
+@overload
+def run_all(
+    tasks: Iterable[Callable[[], Awaitable[T]]] | Iterable[Awaitable[T]],
+    mode: str | Executor | None = None,
+    **options: Any,
+) -> list[T]: ...
+@overload
+def run_all(
+    tasks: Iterable[Callable[[], T]], mode: str | Executor | None = None, **options: Any
+) -> list[T]: ...
+@overload
+def run_all(
+    tasks: Iterable[Any], mode: str | Executor | None = None, **options: Any
+) -> list[Any]: ...
+def run_all(
+    tasks: Iterable[Any], mode: str | Executor | None = None, **options: Any
+) -> list[Any]:
     """Run every task and return their results in input order.
 
     Args:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 
 import unirun
@@ -53,11 +56,11 @@ def test_bad_max_workers(mode: str, value: object, error: type[Exception]) -> No
 
 
 def test_generator_error_propagates_unchanged(backend: BackendBase) -> None:
-    def tasks() -> object:
+    def tasks() -> Iterator[Any]:
         for i in range(10):
             if i == 5:
                 raise LookupError("input broke")
             yield unirun.task(add, i, 1)
 
     with pytest.raises(LookupError, match="input broke"):
-        backend.run_all(tasks())  # type: ignore[arg-type]
+        backend.run_all(tasks())

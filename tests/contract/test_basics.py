@@ -7,6 +7,7 @@ import functools
 import threading
 import time
 from concurrent.futures import CancelledError, Future
+from typing import Any
 
 import pytest
 
@@ -39,7 +40,11 @@ def test_run_all_keeps_input_order(backend: BackendBase) -> None:
 
 
 def test_run_all_of_partials_and_tasks(backend: BackendBase) -> None:
-    tasks = [functools.partial(add, 1, 2), unirun.task(add, 3, y=4), unirun.Task(add, (5, 6))]
+    tasks: list[Any] = [
+        functools.partial(add, 1, 2),
+        unirun.task(add, 3, y=4),
+        unirun.Task(add, (5, 6)),
+    ]
     assert backend.run_all(tasks) == [3, 7, 11]
 
 

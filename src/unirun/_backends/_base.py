@@ -15,17 +15,17 @@ Class attributes describe what a backend can do, for the engine and for the test
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Executor as _StdExecutor
 from concurrent.futures import Future
 from types import TracebackType
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, overload
 
 from typing_extensions import ParamSpec, Self, final
 
 from unirun._errors import TimeoutAction
 from unirun._options import check_max_workers
-from unirun._tasks import Call, TaskLike
+from unirun._tasks import Call, Task, TaskLike
 
 __all__ = ["BackendBase"]
 
@@ -133,8 +133,18 @@ class BackendBase(_StdExecutor):
         if first:
             self._shutdown_workers(wait, cancel_futures)
 
+    @overload
+    def run_all(self, tasks: Iterable[Task[T]], **options: Any) -> list[T]: ...
+    @overload
+    def run_all(
+        self, tasks: Iterable[Callable[[], Awaitable[T]]] | Iterable[Awaitable[T]], **options: Any
+    ) -> list[T]: ...
+    @overload
+    def run_all(self, tasks: Iterable[Callable[[], T]], **options: Any) -> list[T]: ...
+    @overload
+    def run_all(self, tasks: Iterable[Any], **options: Any) -> list[Any]: ...
     @final
-    def run_all(self, tasks: Iterable[TaskLike[T]], **options: Any) -> list[T]:
+    def run_all(self, tasks: Iterable[Any], **options: Any) -> list[Any]:
         """Run every task on this backend and return results in input order.
 
         Takes the options of :func:`unirun.run_all` (``timeout``, ``task_timeout``,
