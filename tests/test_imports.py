@@ -28,7 +28,7 @@ def test_import_is_light() -> None:
 
 
 def test_import_works_without_optional_packages() -> None:
-    blocked = "gevent distributed dask cloudpickle tqdm rich trio".split()
+    blocked = ["gevent", "distributed", "dask", "cloudpickle", "tqdm", "rich", "trio"]
     code = (
         "import sys\n"
         + "".join(f"sys.modules[{m!r}] = None\n" for m in blocked)

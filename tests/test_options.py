@@ -13,7 +13,7 @@ import unirun
     ("name", "suggestion"), [("proccess", "process"), ("thraed", "thread"), ("Serial", "serial")]
 )
 def test_unknown_mode_suggests_the_closest(name: str, suggestion: str) -> None:
-    with pytest.raises(ValueError, match="Valid modes: .*process.*thread") as info:
+    with pytest.raises(ValueError, match=r"Valid modes: .*process.*thread") as info:
         unirun.run_all([lambda: 1], mode=name)
     assert f"Did you mean {suggestion!r}?" in str(info.value)
 

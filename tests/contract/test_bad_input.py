@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 import unirun
-from unirun._backends._base import BackendBase
 from tests.helpers import add, identity
+from unirun._backends._base import BackendBase
 
 
 @pytest.mark.parametrize("bad", [None, 42, "f", [1, 2]], ids=repr)
