@@ -9,6 +9,7 @@ in ``BACKEND_OPTIONS``). ``--modes=thread,process`` limits a run to some modes.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -36,6 +37,10 @@ BACKEND_OPTIONS: dict[str, dict[str, Any]] = {
     "dask": {},
 }
 
+#: Constructor options taken from a fixture, per mode: the dask contract runs on one
+#: session-wide LocalCluster (starting a cluster per test would cost seconds each).
+BACKEND_FIXTURES: dict[str, dict[str, str]] = {"dask": {"client": "dask_client"}}
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
@@ -59,8 +64,13 @@ def _modes(config: pytest.Config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "mode" in metafunc.fixturenames:
-        metafunc.parametrize("mode", _modes(metafunc.config))
+    if "mode" not in metafunc.fixturenames:
+        return
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        names = marker.args[0]
+        if "mode" in (names.replace(" ", "").split(",") if isinstance(names, str) else names):
+            return  # the test chose its own modes
+    metafunc.parametrize("mode", _modes(metafunc.config))
 
 
 @pytest.fixture
@@ -72,12 +82,45 @@ def backend(mode: str, request: pytest.FixtureRequest) -> Iterator[BackendBase]:
         missing = [cap for cap in marker.args if cap not in cls.capabilities]
         if missing:
             pytest.skip(f"mode {mode!r} does not have {', '.join(missing)}")
-    instance = cls(**BACKEND_OPTIONS.get(mode, {}))
+    options = dict(BACKEND_OPTIONS.get(mode, {}))
+    for name, fixture in BACKEND_FIXTURES.get(mode, {}).items():
+        options[name] = request.getfixturevalue(fixture)
+    instance = cls(**options)
     assert isinstance(instance, BackendBase)
     try:
         yield instance
     finally:
         instance.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture(scope="session")
+def dask_client() -> Iterator[Any]:
+    """One Dask ``LocalCluster`` (2 worker processes, 1 thread each, loopback) per session.
+
+    It is warmed up (a task on each worker, results gathered) before any test's leak check
+    looks, since Dask keeps a few things for the life of the process: connection pools and
+    its global ``Dask-Offload`` thread.
+    """
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+    )
+    client = distributed.Client(cluster, set_as_default=False)
+    try:
+        from unirun import DaskBackend
+
+        with DaskBackend(client=client) as warm:
+            warm.run_all([functools.partial(abs, -i) for i in range(8)])
+        client.run(abs, 1)
+        yield client
+    finally:
+        client.close(timeout=20)
+        cluster.close(timeout=20)
 
 
 # -- leaks ------------------------------------------------------------------------------
@@ -118,6 +161,10 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     if request.node.get_closest_marker("leaks_ok"):
         yield
         return
+    callspec = getattr(request.node, "callspec", None)
+    mode = callspec.params.get("mode") if callspec is not None else None
+    for fixture in BACKEND_FIXTURES.get(str(mode), {}).values():
+        request.getfixturevalue(fixture)  # session-wide resources exist before counting
     threads, children, fds = _threads(), _children(), _fds()
     yield
     WARM.shutdown_all()

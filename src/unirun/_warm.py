@@ -59,17 +59,23 @@ class WarmBackends:
                 backend = factory_for(mode)(**options)
                 self._backends[key] = backend
                 if not self._atexit_registered:
-                    atexit.register(self.shutdown_all)
+                    atexit.register(self.shutdown_all, wait=False)
                     self._atexit_registered = True
         return backend, mode
 
-    def shutdown_all(self) -> None:
-        """Shut every warm backend down (at interpreter exit, or from tests)."""
+    def shutdown_all(self, wait: bool = True) -> None:
+        """Shut every warm backend down, cancelling what has not started.
+
+        At interpreter exit this does not wait: a task that still runs there was abandoned
+        (Ctrl-C, a timeout) and may never return, and waiting for it would hang the exit.
+        Daemon worker threads end with the interpreter; worker processes are told to stop
+        and see their parent's pipe close.
+        """
         with self._lock:
             backends = list(self._backends.values())
             self._backends.clear()
         for backend in backends:
-            backend.shutdown(wait=True, cancel_futures=True)
+            backend.shutdown(wait=wait, cancel_futures=True)
 
     def _forget_after_fork(self) -> None:
         # The child must not touch the parent's worker threads or processes.

@@ -1,0 +1,66 @@
+"""Run a script in a fresh interpreter of its own session, for faults that could poison
+the test process (signals, interpreter exit)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Finished:
+    returncode: int
+    stdout: str
+    stderr: str
+    elapsed: float  # from the signal (or the start) to the exit
+
+
+def run_script(
+    code: str, *, signal_after_ready: int | None = None, timeout: float = 60
+) -> Finished:
+    """Run ``code``; if ``signal_after_ready``, send it to the process group once the
+    script prints a line starting with ``READY``."""
+    script = "import faulthandler\nfaulthandler.dump_traceback_later(50, exit=True)\n"
+    script += textwrap.dedent(code)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=env,
+        cwd=ROOT,
+    )
+    start = time.monotonic()
+    lines: list[str] = []
+    try:
+        if signal_after_ready is not None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line)
+                if line.startswith("READY"):
+                    break
+            else:
+                proc.wait(timeout)
+                assert proc.stderr is not None
+                raise AssertionError(
+                    f"the script ended before READY: {''.join(lines)}{proc.stderr.read()}"
+                )
+            start = time.monotonic()
+            os.killpg(proc.pid, signal_after_ready)
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return Finished(proc.returncode, "".join(lines) + out, err, time.monotonic() - start)
