@@ -6,6 +6,7 @@ import gc
 import signal
 import threading
 import weakref
+from typing import Any
 
 import pytest
 
@@ -84,17 +85,17 @@ class _Payload:
     pass
 
 
+def _make_payload(arg: _Payload) -> _Payload:
+    return _Payload()
+
+
 def test_no_references_kept_after_delivery() -> None:
-    arg, result = _Payload(), _Payload()
-    arg_ref, result_ref = weakref.ref(arg), weakref.ref(result)
-
-    def task(a: _Payload = arg) -> _Payload:
-        return result
-
-    with unirun.executor("thread", max_workers=1) as ex:
-        out = ex.run_all([task])
-        assert out[0] is result
-        del task, out, arg, result
+    arg = _Payload()
+    arg_ref = weakref.ref(arg)
+    with unirun.ThreadBackend(max_workers=1) as ex:
+        out = ex.run_all([unirun.task(_make_payload, arg)])
+        result_ref = weakref.ref(out[0])
+        del out, arg
         gc.collect()
         assert arg_ref() is None
         assert result_ref() is None
@@ -104,7 +105,7 @@ def test_one_executor_from_many_threads() -> None:
     errors: list[BaseException] = []
     results: dict[int, list[int]] = {}
 
-    with unirun.executor("thread", max_workers=4) as ex:
+    with unirun.ThreadBackend(max_workers=4) as ex:
 
         def call(k: int) -> None:
             try:
@@ -125,6 +126,6 @@ def test_keyboard_interrupt_inside_a_thread_task_is_its_outcome() -> None:
     def interrupt() -> None:
         raise KeyboardInterrupt
 
-    out = unirun.run_all([interrupt, lambda: 2], mode="thread", return_exceptions=True)
+    out: list[Any] = unirun.run_all([interrupt, lambda: 2], mode="thread", return_exceptions=True)
     assert isinstance(out[0], KeyboardInterrupt)
     assert out[1] == 2
