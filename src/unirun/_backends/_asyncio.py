@@ -1,0 +1,416 @@
+"""AsyncioBackend: coroutines on an event loop that runs in a thread of its own.
+
+The loop (asyncio, or trio through anyio) starts on the first async submit, in a daemon
+thread, so ``submit``/``run_all``/``imap`` work from sync code and from a thread that
+already runs another loop (a Jupyter cell): nothing ever calls ``asyncio.run`` in the
+caller's thread. Data flow::
+
+    submit(async fn or coroutine object), from any thread
+        --> inbox (a list under a lock)
+        --> one call_soon_threadsafe(_drain) per burst, not per task
+        --> loop thread: _drain admits up to max_workers, the rest wait in a deque
+        --> one task per call: _run_asyncio / _run_trio awaits the coroutine and settles
+            the concurrent.futures.Future; a finished task admits the next one
+
+    submit(sync callable) --> a private ThreadBackend: the loop never runs user sync code
+
+The per-task path on asyncio is one ``loop.create_task`` of a small wrapper coroutine:
+no task group, no semaphore, no per-task thread hop (see ``benchmarks/bench_asyncio.py``).
+
+The future of an async task stays *pending* until the coroutine finishes, as the futures
+of ``asyncio.run_coroutine_threadsafe`` and anyio's ``BlockingPortal.start_task_soon`` do:
+``future.cancel()`` cancels the coroutine even while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import importlib.util
+import itertools
+import logging
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from types import CoroutineType
+from typing import Any, ClassVar, Final, Literal
+
+import anyio
+
+from unirun._errors import BackendUnavailableError, TimeoutAction
+from unirun._tasks import Call, close_coroutines
+from unirun._warm import nesting_depth
+
+from ._base import BackendBase
+from ._thread import ThreadBackend
+
+__all__ = ["AsyncioBackend", "default_concurrency"]
+
+logger = logging.getLogger("unirun")
+_counter = itertools.count()
+
+#: Most threads for the sync tasks of one AsyncioBackend (anyio's default thread limit).
+SYNC_THREADS: Final = 40
+_LOOPS: Final = ("asyncio", "trio")
+
+_Item = tuple[Future[Any], Call, contextvars.Context]
+
+
+def default_concurrency() -> int:
+    """The default ``max_workers``: a quarter of the file-descriptor limit, in [64, 1024].
+
+    Each running coroutine may hold a socket or two; a quarter of ``RLIMIT_NOFILE`` leaves
+    room for the rest of the program (256 under Linux's usual soft limit of 1024, 64 under
+    macOS's 256).
+    """
+    try:
+        import resource
+    except ImportError:  # Windows: no fd limit of this kind
+        return 256
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1024
+    return max(64, min(1024, soft // 4))
+
+
+class AsyncioBackend(BackendBase):
+    """Runs async tasks as coroutines on an event loop in a thread of its own.
+
+    Async callables and coroutine objects run natively on the loop, at most
+    ``max_workers`` at once. Sync callables run on a private thread pool of
+    ``min(max_workers, 40)`` threads, so they never block the loop (a sync callable that
+    returns a coroutine has it run to completion in its thread; pass the async function,
+    ``unirun.task(fetch, url)``, to have it run on the loop).
+
+    ``task_timeout``, ``timeout`` and fail-fast cancel running coroutines
+    (``TaskTimeoutError.action == "cancelled"``); a sync task already running in a thread
+    cannot be stopped and is ``"abandoned"``. ``shutdown(cancel_futures=True)`` cancels
+    queued tasks *and* running coroutines.
+
+    Inside async code, ``await backend.arun_all(...)`` runs the async tasks in the
+    caller's own loop instead (see :func:`unirun.arun_all`).
+
+    Args:
+        max_workers: Most tasks running at once. Default: a quarter of the process's
+            file-descriptor limit, between 64 and 1024 (256 under a soft limit of 1024),
+            so a batch of network tasks does not run out of sockets.
+        backend: ``"asyncio"`` (default) or ``"trio"`` (needs ``unirun[trio]``): the
+            event loop of the backend's thread.
+
+    Raises:
+        ValueError: ``backend`` is not ``"asyncio"`` or ``"trio"``.
+        BackendUnavailableError: ``backend="trio"`` and trio is not installed.
+    """
+
+    mode: ClassVar[str] = "asyncio"
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {"parallel", "coroutines", "coroutine-objects", "interrupt", "blocking-io"}
+    )
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        backend: Literal["asyncio", "trio"] = "asyncio",
+    ) -> None:
+        if backend not in _LOOPS:
+            raise ValueError(f"backend must be 'asyncio' or 'trio', got {backend!r}")
+        if backend == "trio" and importlib.util.find_spec("trio") is None:
+            raise BackendUnavailableError(
+                "AsyncioBackend(backend='trio') needs the 'trio' package: "
+                "pip install 'unirun[trio]'",
+                backend="asyncio",
+                extra="unirun[trio]",
+            )
+        super().__init__(max_workers)
+        self._loop_backend: Literal["asyncio", "trio"] = backend
+        self._name = f"unirun-{backend}-{next(_counter)}"
+        self._lock = threading.Lock()
+        self._closing = False  # under _lock: no new submits
+        self._thread: threading.Thread | None = None
+        self._threads: ThreadBackend | None = None
+        self._inbox: list[_Item] = []
+        self._drain_scheduled = False
+        # set in the loop thread before the loop is announced ready
+        self._call_soon: Callable[..., object] | None = None
+        self._spawn: Callable[[_Item], Any] | None = None
+        self._stop: anyio.Event | None = None
+        # touched only in the loop thread
+        self._running = 0
+        self._pending: deque[_Item] = deque()
+        # launched calls: future -> None until it starts, then its asyncio.Task or CancelScope
+        self._tasks: dict[Future[Any], Any] = {}
+        self._stopping = False
+
+    @property
+    def loop_backend(self) -> str:
+        """The event loop of the backend's thread: ``"asyncio"`` or ``"trio"``."""
+        return self._loop_backend
+
+    # -- BackendBase hooks ----------------------------------------------------------------
+
+    def _default_workers(self) -> int:
+        return default_concurrency()
+
+    def _submit(self, call: Call) -> Future[Any]:
+        if not call.is_async:
+            return self._thread_pool()._submit_call(call)
+        future: Future[Any] = Future()
+        # Tasks see the submitter's context variables (``using()``), one nesting level
+        # deeper, so a nested run_all gets a backend of its own instead of this loop.
+        ctx = contextvars.copy_context()
+        ctx.run(nesting_depth.set, nesting_depth.get() + 1)
+        future.add_done_callback(self._future_done)
+        with self._lock:
+            if self._closing:
+                raise RuntimeError(f"cannot schedule new tasks after shutdown ({self!r})")
+            if self._thread is None:
+                self._start_loop()
+            self._inbox.append((future, call, ctx))
+            wake = not self._drain_scheduled
+            self._drain_scheduled = True
+        if wake:
+            assert self._call_soon is not None
+            self._call_soon(self._drain)
+        return future
+
+    def _interrupt(self, future: Future[Any], call: Call, hard: bool) -> TimeoutAction:
+        if not call.is_async:
+            threads = self._threads
+            if threads is None:
+                return super()._interrupt(future, call, hard)
+            return threads._interrupt(future, call, hard)
+        future.cancel()  # _future_done cancels the coroutine on the loop
+        return "cancelled"
+
+    def _shutdown_workers(self, wait: bool, cancel_futures: bool) -> None:
+        with self._lock:
+            self._closing = True
+            thread, threads = self._thread, self._threads
+        if threads is not None:
+            threads.shutdown(wait=wait, cancel_futures=cancel_futures)
+        if thread is None:
+            return
+        assert self._call_soon is not None
+        try:
+            self._call_soon(self._begin_stop, cancel_futures)
+        except RuntimeError:  # the loop already ended
+            pass
+        if wait and threading.current_thread() is not thread:
+            thread.join()
+
+    # -- the loop thread ------------------------------------------------------------------
+
+    def _thread_pool(self) -> ThreadBackend:
+        with self._lock:
+            if self._closing:
+                raise RuntimeError(f"cannot schedule new tasks after shutdown ({self!r})")
+            if self._threads is None:
+                self._threads = ThreadBackend(
+                    max_workers=min(self._max_workers, SYNC_THREADS),
+                    thread_name_prefix=f"{self._name}-sync",
+                )
+            return self._threads
+
+    def _start_loop(self) -> None:
+        # called with self._lock held
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def main() -> None:
+            try:
+                anyio.run(self._main, ready, backend=self._loop_backend)
+            except BaseException as exc:  # reported to the submitter below
+                if ready.is_set():
+                    logger.exception("unirun: the event loop of %r ended with an error", self)
+                failure.append(exc)
+            finally:
+                ready.set()
+
+        thread = threading.Thread(target=main, name=f"{self._name}-loop", daemon=True)
+        thread.start()
+        ready.wait()
+        if failure:
+            thread.join()
+            raise RuntimeError(f"could not start the event loop of {self!r}") from failure[0]
+        self._thread = thread
+
+    async def _main(self, ready: threading.Event) -> None:
+        self._stop = anyio.Event()
+        if self._loop_backend == "asyncio":
+            loop = asyncio.get_running_loop()
+            self._call_soon = loop.call_soon_threadsafe
+            self._spawn = self._spawn_asyncio(loop)
+            ready.set()
+            await self._stop.wait()
+            return
+        import trio
+
+        self._call_soon = trio.lowlevel.current_trio_token().run_sync_soon
+        async with anyio.create_task_group() as tg:
+            start_soon = tg.start_soon
+            run = self._run_trio
+
+            def spawn(item: _Item) -> None:
+                item[2].run(start_soon, run, item[0], item[1])
+
+            self._spawn = spawn
+            ready.set()
+            await self._stop.wait()
+
+    def _spawn_asyncio(self, loop: asyncio.AbstractEventLoop) -> Callable[[_Item], Any]:
+        create_task = loop.create_task
+        run = self._run_asyncio
+        if sys.version_info >= (3, 11):
+
+            def spawn(item: _Item) -> Any:
+                return create_task(run(item[0], item[1]), context=item[2])
+
+        else:  # pragma: no cover - Python 3.10: the task copies the current context
+
+            def spawn(item: _Item) -> Any:
+                return item[2].run(create_task, run(item[0], item[1]))
+
+        return spawn
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._inbox = self._inbox, []
+            self._drain_scheduled = False
+        limit = self._max_workers
+        for item in items:
+            if self._running < limit:
+                self._launch(item)
+            else:
+                self._pending.append(item)
+
+    def _launch(self, item: _Item) -> None:
+        future = item[0]
+        if future.cancelled():  # cancelled while it waited for a slot
+            future.set_running_or_notify_cancel()
+            close_coroutines([item[1]])
+            return
+        self._running += 1
+        self._tasks[future] = None
+        assert self._spawn is not None
+        try:
+            self._spawn(item)
+        except BaseException as exc:  # never let a callback break the loop
+            self._tasks.pop(future, None)
+            self._running -= 1
+            close_coroutines([item[1]])
+            if future.set_running_or_notify_cancel():
+                future.set_exception(exc)
+
+    def _finished(self, future: Future[Any]) -> None:
+        self._tasks.pop(future, None)
+        self._running -= 1
+        pending = self._pending
+        while pending and self._running < self._max_workers:
+            self._launch(pending.popleft())
+        if self._stopping:
+            self._maybe_stop()
+
+    async def _run_asyncio(self, future: Future[Any], call: Call) -> None:
+        # A task cancelled before its first step never runs this body (no finally), so
+        # cancellation only reaches tasks registered here; the rest see their future.
+        call.started_at = time.monotonic()
+        try:
+            if future.cancelled():
+                raise asyncio.CancelledError
+            self._tasks[future] = asyncio.current_task()
+            value = call.fn(*call.args, **call.kwargs)
+            if type(value) is CoroutineType or hasattr(value, "__await__"):
+                value = await value
+        except asyncio.CancelledError:
+            call.ended_at = time.monotonic()
+            close_coroutines([call])
+            future.cancel()
+            future.set_running_or_notify_cancel()
+        except BaseException as exc:
+            call.ended_at = time.monotonic()
+            if future.set_running_or_notify_cancel():
+                future.set_exception(exc)
+            del exc
+        else:
+            call.ended_at = time.monotonic()
+            if future.set_running_or_notify_cancel():
+                future.set_result(value)
+            del value
+        finally:
+            self._finished(future)
+
+    async def _run_trio(self, future: Future[Any], call: Call) -> None:
+        outcome: tuple[bool, Any] | None = None
+        cancelled = anyio.get_cancelled_exc_class()
+        try:
+            with anyio.CancelScope() as scope:
+                self._tasks[future] = scope
+                call.started_at = time.monotonic()
+                if future.cancelled():
+                    scope.cancel()
+                try:
+                    value = call.fn(*call.args, **call.kwargs)
+                    if hasattr(value, "__await__"):
+                        value = await value
+                except cancelled:
+                    raise
+                except BaseException as exc:
+                    outcome = (False, exc)
+                else:
+                    outcome = (True, value)
+        finally:
+            call.ended_at = time.monotonic()
+            if outcome is None:
+                close_coroutines([call])
+                future.cancel()
+                future.set_running_or_notify_cancel()
+            elif future.set_running_or_notify_cancel():
+                if outcome[0]:
+                    future.set_result(outcome[1])
+                else:
+                    future.set_exception(outcome[1])
+            outcome = None
+            self._finished(future)
+
+    def _future_done(self, future: Future[Any]) -> None:
+        # any thread; a cancelled future cancels its coroutine
+        if future.cancelled():
+            call_soon = self._call_soon
+            if call_soon is None:
+                return
+            try:
+                call_soon(self._cancel_task, future)
+            except RuntimeError:  # the loop already ended: nothing runs
+                pass
+
+    def _cancel_task(self, future: Future[Any]) -> None:
+        handle = self._tasks.get(future)
+        if handle is not None:
+            handle.cancel()
+
+    def _begin_stop(self, cancel: bool) -> None:
+        self._drain()  # take in what was submitted before shutdown
+        self._stopping = True
+        if cancel:
+            while self._pending:
+                future, call, _ = self._pending.popleft()
+                future.cancel()
+                future.set_running_or_notify_cancel()
+                close_coroutines([call])
+            for future in list(self._tasks):
+                future.cancel()  # _future_done cancels the coroutine
+        self._maybe_stop()
+
+    def _maybe_stop(self) -> None:
+        if self._running == 0 and not self._pending and self._stop is not None:
+            self._stop.set()
+
+    def __repr__(self) -> str:
+        state = "shut down" if self._is_shutdown else "running"
+        return (
+            f"<AsyncioBackend mode='asyncio' max_workers={self._max_workers} "
+            f"backend={self._loop_backend!r} {state}>"
+        )
