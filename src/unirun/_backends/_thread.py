@@ -167,6 +167,8 @@ class ThreadBackend(BackendBase):
     def _interrupt(self, future: Future[Any], call: Call, hard: bool) -> TimeoutAction:
         if future.cancel():
             return "cancelled"
+        if not hard:
+            return "abandoned"  # fail-fast: let it finish; its thread then serves again
         with self._lock:
             thread = self._running.get(future)
             if thread is not None and thread not in self._abandoned:
