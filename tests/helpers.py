@@ -62,3 +62,22 @@ def fail_times(path: str, failures: int) -> str:
 
 def getpid() -> int:
     return os.getpid()
+
+
+# -- process mode ------------------------------------------------------------------------
+
+
+def start_process_helpers() -> None:
+    """Start multiprocessing's forkserver (and its resource tracker) once per test session.
+
+    They live as long as the test process and hold two file descriptors; starting them
+    before any test's leak check counts keeps the first process-mode test from being
+    blamed for them ("after the forkserver/resource-tracker warm-up", FAULTS.md).
+    """
+    if sys.platform.startswith("linux"):
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
+start_process_helpers()  # at import: the contract modules import this file at collection
