@@ -72,6 +72,35 @@ def gevent_patched() -> bool:
         return False
 
 
+def refuse_if_gevent_patched(mode: str) -> None:
+    """Refuse ``mode`` (one that starts worker processes) when gevent patched ``threading``.
+
+    ``ProcessPoolExecutor`` and ``multiprocessing`` queues hang in such a process (gevent
+    issue #936), so a process backend calls this before starting anything, and fails fast
+    instead of hanging. Never imports gevent.
+
+    Raises:
+        BackendUnavailableError: gevent has monkey-patched ``threading`` in this process.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is None:
+        return
+    try:
+        patched = bool(monkey.is_module_patched("threading"))
+    except Exception:  # an unexpected gevent version: assume nothing was patched
+        return
+    if patched:
+        from ._errors import BackendUnavailableError
+
+        raise BackendUnavailableError(
+            f"mode {mode!r} cannot run here: gevent has monkey-patched threading, and "
+            "ProcessPoolExecutor/multiprocessing hang when threading is monkey-patched "
+            "(gevent #936). Use mode='gevent' (or 'thread'), or start processes before "
+            "patching.",
+            backend=mode,
+        )
+
+
 def gather_facts() -> Facts:
     """Look at this process and machine."""
     is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
