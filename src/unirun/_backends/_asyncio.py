@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import importlib.util
 import itertools
 import logging
@@ -140,8 +141,8 @@ class AsyncioBackend(BackendBase):
         # touched only in the loop thread
         self._running = 0
         self._pending: deque[_Item] = deque()
-        # launched calls: future -> None until it starts, then its asyncio.Task or CancelScope
-        self._tasks: dict[Future[Any], Any] = {}
+        # launched calls: future -> (asyncio.Task, or trio's CancelScope once started; call)
+        self._tasks: dict[Future[Any], tuple[Any, Call]] = {}
         self._stopping = False
 
     @property
@@ -287,20 +288,15 @@ class AsyncioBackend(BackendBase):
                 self._pending.append(item)
 
     def _launch(self, item: _Item) -> None:
-        future = item[0]
-        if future.cancelled():  # cancelled while it waited for a slot
-            future.set_running_or_notify_cancel()
-            close_coroutines([item[1]])
-            return
+        # a call cancelled while it waited for a slot is settled by its wrapper's first step
+        future, call, _ = item
         self._running += 1
-        self._tasks[future] = None
         assert self._spawn is not None
         try:
-            self._spawn(item)
+            self._tasks[future] = (self._spawn(item), call)
         except BaseException as exc:  # never let a callback break the loop
-            self._tasks.pop(future, None)
             self._running -= 1
-            close_coroutines([item[1]])
+            close_coroutines([call])
             if future.set_running_or_notify_cancel():
                 future.set_exception(exc)
 
@@ -314,13 +310,10 @@ class AsyncioBackend(BackendBase):
             self._maybe_stop()
 
     async def _run_asyncio(self, future: Future[Any], call: Call) -> None:
-        # A task cancelled before its first step never runs this body (no finally), so
-        # cancellation only reaches tasks registered here; the rest see their future.
         call.started_at = time.monotonic()
         try:
             if future.cancelled():
                 raise asyncio.CancelledError
-            self._tasks[future] = asyncio.current_task()
             value = call.fn(*call.args, **call.kwargs)
             if type(value) is CoroutineType or hasattr(value, "__await__"):
                 value = await value
@@ -347,7 +340,7 @@ class AsyncioBackend(BackendBase):
         cancelled = anyio.get_cancelled_exc_class()
         try:
             with anyio.CancelScope() as scope:
-                self._tasks[future] = scope
+                self._tasks[future] = (scope, call)
                 call.started_at = time.monotonic()
                 if future.cancelled():
                     scope.cancel()
@@ -387,9 +380,21 @@ class AsyncioBackend(BackendBase):
                 pass
 
     def _cancel_task(self, future: Future[Any]) -> None:
-        handle = self._tasks.get(future)
-        if handle is not None:
-            handle.cancel()
+        entry = self._tasks.get(future)
+        if entry is None or entry[0] is None:
+            return  # done, or not started (trio): its wrapper sees the cancelled future
+        handle, call = entry
+        handle.cancel()
+        if isinstance(handle, asyncio.Task):
+            handle.add_done_callback(functools.partial(self._after_cancel, future, call))
+
+    def _after_cancel(self, future: Future[Any], call: Call, _: object) -> None:
+        # An asyncio task cancelled before its first step never runs its wrapper's body
+        # (so no ``finally``): settle its future and free its slot here.
+        if future in self._tasks:
+            future.set_running_or_notify_cancel()
+            close_coroutines([call])
+            self._finished(future)
 
     def _begin_stop(self, cancel: bool) -> None:
         self._drain()  # take in what was submitted before shutdown
