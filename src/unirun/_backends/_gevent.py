@@ -32,6 +32,8 @@ import contextvars
 import inspect
 import itertools
 import logging
+import os
+import sys
 import threading
 import time
 import warnings
@@ -96,8 +98,19 @@ def _warn_if_not_patched() -> None:
         "overlap). Call gevent.monkey.patch_all() at the very top of the program, before "
         "other imports, or start it with 'python -m gevent.monkey script.py'.",
         GeventNotPatchedWarning,
-        stacklevel=3,
+        stacklevel=_user_stacklevel(),
     )
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside unirun."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+    frame = sys._getframe(1)  # the function calling warnings.warn: stacklevel 1
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
 
 
 class _Capabilities:
