@@ -13,9 +13,6 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-import anyio
-import anyio.to_thread
-
 from ._backends._base import BackendBase
 from ._choose import Facts, gather_facts, route
 from ._engine import Engine, Router, calls_from
@@ -326,8 +323,10 @@ async def arun_all(
 ) -> list[T]:
     """The awaitable form of :func:`run_all`, for code inside asyncio or trio.
 
-    The batch is driven from a worker thread, so the caller's event loop keeps running;
-    cancelling the awaiting task cancels the batch.
+    Async tasks bound for the ``asyncio`` mode run as tasks of the caller's own loop (at
+    most ``max_workers`` at once); other tasks run on their backends, driven from a helper
+    thread, so the loop never blocks. Options mean what they mean for :func:`run_all`.
+    Cancelling the awaiting task cancels the batch, and nothing started outlives the call.
     """
     router, opts = _plan(mode, options)
     return await _acollect(router, tasks, opts)
@@ -348,17 +347,9 @@ async def amap(
 
 
 async def _acollect(router: Router, tasks: Iterable[Any], opts: RunOptions) -> list[Any]:
-    engines: list[Engine] = []
+    from ._arun import acollect  # the native async path: see its module docstring
 
-    def work() -> list[Any]:
-        return _collect(router, tasks, opts, engines.append)
-
-    try:
-        return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
-    except BaseException:
-        for engine in engines:
-            engine.cancel()
-        raise
+    return await acollect(router, tasks, opts)
 
 
 def executor(mode: str | None = None, **options: Any) -> Executor:
