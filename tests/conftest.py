@@ -117,10 +117,33 @@ def dask_client() -> Iterator[Any]:
         with DaskBackend(client=client) as warm:
             warm.run_all([functools.partial(abs, -i) for i in range(8)])
         client.run(abs, 1)
+        client.processing()  # opens the pooled connection that interrupts reuse
+        _settle_fds(quiet=1.5, limit=10)  # workers open their heartbeat connections lazily
         yield client
     finally:
         client.close(timeout=20)
         cluster.close(timeout=20)
+
+
+def _close_idle_connections(client: Any) -> None:
+    """Close the idle pooled connections of the session's Dask client and scheduler.
+
+    They are reused, not leaked, but their number grows with the peak concurrency of
+    a test (one per concurrent gather), which the fd count would report as a leak.
+    """
+    for pool in (client.rpc, client.cluster.scheduler.rpc):
+        client.loop.add_callback(pool.collect)
+
+
+def _settle_fds(quiet: float, limit: float) -> None:
+    """Wait until the count of open file descriptors has not changed for ``quiet`` seconds."""
+    deadline = time.monotonic() + limit
+    count, since = _fds(), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet:
+        time.sleep(0.1)
+        now = _fds()
+        if now != count:
+            count, since = now, time.monotonic()
 
 
 # -- leaks ------------------------------------------------------------------------------
@@ -163,11 +186,14 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     callspec = getattr(request.node, "callspec", None)
     mode = callspec.params.get("mode") if callspec is not None else None
-    for fixture in BACKEND_FIXTURES.get(str(mode), {}).values():
+    shared = list(BACKEND_FIXTURES.get(str(mode), {}).values())
+    for fixture in shared:
         request.getfixturevalue(fixture)  # session-wide resources exist before counting
     threads, children, fds = _threads(), _children(), _fds()
     yield
     WARM.shutdown_all()
+    if "dask_client" in shared or "dask_client" in request.fixturenames:
+        _close_idle_connections(request.getfixturevalue("dask_client"))
     deadline = time.monotonic() + 5
     while True:
         extra_threads = _threads() - threads
