@@ -1,0 +1,300 @@
+"""What only AsyncioBackend does: its own loop thread (asyncio or trio), native
+coroutines, a concurrency limit, cancellation of running coroutines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+
+import unirun
+from tests.helpers import add, identity
+from unirun import AsyncioBackend
+
+LOOPS = ["asyncio", "trio"]
+
+
+@pytest.fixture(params=LOOPS)
+def backend(request: pytest.FixtureRequest) -> Iterator[AsyncioBackend]:
+    ex = AsyncioBackend(max_workers=16, backend=request.param)
+    try:
+        yield ex
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+async def _anyio_sleep(seconds: float, value: Any) -> Any:
+    import anyio
+
+    await anyio.sleep(seconds)
+    return value
+
+
+def test_mode_capabilities_and_default_concurrency() -> None:
+    ex = AsyncioBackend()
+    assert ex.mode == "asyncio"
+    assert {"coroutines", "coroutine-objects", "interrupt"} <= ex.capabilities
+    assert 64 <= ex.max_workers <= 1024
+    assert ex.loop_backend == "asyncio"
+    ex.shutdown()
+
+
+def test_bad_loop_backend_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="'asyncio' or 'trio'"):
+        AsyncioBackend(backend="curio")  # type: ignore[arg-type]
+
+
+def test_no_thread_before_the_first_async_task() -> None:
+    before = threading.active_count()
+    ex = AsyncioBackend()
+    assert threading.active_count() == before
+    ex.shutdown()
+
+
+def test_trio_loop_runs_trio_code() -> None:
+    import trio
+
+    async def nap(i: int) -> int:
+        await trio.sleep(0.01)
+        return i
+
+    with AsyncioBackend(backend="trio") as ex:
+        assert ex.run_all([unirun.task(nap, i) for i in range(20)]) == list(range(20))
+        future: Future[Any] = ex.submit(nap, 7)
+        assert future.result(timeout=10) == 7
+
+
+def test_async_and_sync_tasks_in_one_batch(backend: AsyncioBackend) -> None:
+    tasks = [unirun.task(_anyio_sleep, 0.01, "a"), unirun.task(add, 1, 2), _anyio_sleep(0, "c")]
+    assert backend.run_all(tasks) == ["a", 3, "c"]
+
+
+def test_run_all_inside_asyncio_run() -> None:
+    async def main() -> list[int]:
+        return unirun.run_all([asyncio.sleep(0.01, i) for i in range(5)], mode="asyncio")
+
+    assert asyncio.run(main()) == list(range(5))
+
+
+def test_run_all_from_a_thread_running_a_loop() -> None:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever)
+    thread.start()
+    try:
+
+        async def in_the_loop() -> list[int]:
+            with AsyncioBackend() as ex:  # blocks this loop, never re-enters it
+                return ex.run_all([asyncio.sleep(0.01, i) for i in range(5)])
+
+        result = asyncio.run_coroutine_threadsafe(in_the_loop(), loop).result(timeout=30)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+    assert result == list(range(5))
+
+
+def test_ten_thousand_concurrent_sleeps_take_about_one_sleep() -> None:
+    # a loose bound: 10,000 sleeps of 0.5 s in series would take 83 minutes
+    with AsyncioBackend(max_workers=10_000) as ex:
+        start = time.monotonic()
+        out = ex.run_all([asyncio.sleep(0.5, i) for i in range(10_000)])
+        elapsed = time.monotonic() - start
+    assert out == list(range(10_000))
+    assert elapsed < 10
+
+
+def test_max_workers_bounds_running_coroutines() -> None:
+    running = peak = 0
+
+    async def track() -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+
+    with AsyncioBackend(max_workers=3) as ex:
+        ex.run_all([track for _ in range(30)])
+    assert peak == 3
+
+
+def test_task_timeout_counts_from_the_start_not_the_queue() -> None:
+    # one slot: the second task waits 0.3 s for it, which does not count against it
+    with AsyncioBackend(max_workers=1) as ex:
+        out = ex.run_all([asyncio.sleep(0.3, i) for i in range(2)], task_timeout=1.0)
+    assert out == [0, 1]
+
+
+def test_task_timeout_cancels_the_coroutine(backend: AsyncioBackend) -> None:
+    import anyio
+
+    cancelled = threading.Event()
+
+    async def stuck() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    out = backend.run_all(
+        [unirun.task(stuck), unirun.task(identity, 1)], task_timeout=0.2, return_exceptions=True
+    )
+    assert isinstance(out[0], unirun.TaskTimeoutError)
+    assert out[0].action == "cancelled"
+    assert out[1] == 1
+    assert cancelled.wait(5)
+
+
+def test_a_sync_task_past_its_timeout_is_abandoned() -> None:
+    release = threading.Event()
+    with AsyncioBackend(max_workers=2) as ex:
+        out: list[Any] = ex.run_all(
+            [unirun.task(release.wait, 10)], task_timeout=0.1, return_exceptions=True
+        )
+        release.set()
+    assert isinstance(out[0], unirun.TaskTimeoutError)
+    assert out[0].action == "abandoned"
+
+
+def test_first_error_cancels_the_siblings(backend: AsyncioBackend) -> None:
+    import anyio
+
+    started, cancelled = threading.Event(), threading.Event()
+
+    async def sibling() -> None:
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    async def fail() -> None:
+        while not started.is_set():
+            await anyio.sleep(0.001)
+        raise ValueError("first")
+
+    with pytest.raises(ValueError, match="first"):
+        backend.run_all([unirun.task(sibling), unirun.task(fail)])
+    assert cancelled.wait(5)
+
+
+def test_whole_call_timeout_cancels_what_runs(backend: AsyncioBackend) -> None:
+    import anyio
+
+    cancelled = threading.Event()
+
+    async def stuck() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    with pytest.raises(TimeoutError):
+        backend.run_all([unirun.task(stuck)], timeout=0.2)
+    assert cancelled.wait(5)
+
+
+def test_future_cancel_cancels_a_running_coroutine(backend: AsyncioBackend) -> None:
+    import anyio
+
+    started, cancelled = threading.Event(), threading.Event()
+
+    async def stuck() -> None:
+        started.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    future = backend.submit(stuck)
+    assert started.wait(5)
+    assert future.cancel()
+    assert cancelled.wait(5)
+    assert future.cancelled()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_shutdown_cancel_futures_cancels_running_and_queued(loop: str) -> None:
+    import anyio
+
+    ex = AsyncioBackend(max_workers=1, backend=loop)  # type: ignore[arg-type]
+    started = threading.Event()
+
+    async def stuck() -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    running = ex.submit(stuck)
+    queued = [ex.submit(_anyio_sleep, 0, i) for i in range(3)]
+    queued.append(ex.submit(asyncio.sleep, 0))
+    assert started.wait(5)
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert running.cancelled()
+    assert all(f.cancelled() for f in queued)
+
+
+def test_shutdown_without_wait_lets_tasks_finish() -> None:
+    ex = AsyncioBackend()
+    future: Future[Any] = ex.submit(asyncio.sleep, 0.1, "done")
+    ex.shutdown(wait=False)
+    assert future.result(timeout=10) == "done"
+    for thread in threading.enumerate():
+        if thread.name.endswith("-loop") and "unirun-asyncio" in thread.name:
+            thread.join(timeout=10)
+
+
+def test_context_variables_reach_async_tasks(backend: AsyncioBackend) -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+
+    async def read() -> str:
+        return var.get()
+
+    var.set("from the caller")
+    assert backend.run_all([read, read]) == ["from the caller"] * 2
+
+
+def test_a_nested_run_all_in_a_coroutine_does_not_deadlock() -> None:
+    async def outer(i: int) -> list[int]:
+        # blocks this coroutine's loop: the nested call must get a backend of its own
+        return unirun.run_all([asyncio.sleep(0, i)], mode="asyncio")
+
+    out = unirun.run_all([unirun.task(outer, i) for i in range(3)], mode="asyncio", timeout=30)
+    assert out == [[0], [1], [2]]
+
+
+def test_sync_tasks_do_not_block_the_loop() -> None:
+    gate = threading.Event()
+
+    async def opener() -> str:
+        await asyncio.sleep(0.05)
+        gate.set()
+        return "opened"
+
+    with AsyncioBackend(max_workers=4) as ex:
+        out = ex.run_all([unirun.task(gate.wait, 10), opener], timeout=20)
+    assert out == [True, "opened"]
+
+
+def test_sync_callable_returning_a_coroutine_still_runs(backend: AsyncioBackend) -> None:
+    assert backend.run_all([lambda: asyncio.sleep(0, 5)]) == [5]
+
+
+def test_imap_streams_coroutines() -> None:
+    with AsyncioBackend(max_workers=8) as ex:
+        got: list[Any] = list(ex.imap(_anyio_sleep, [0.01] * 50, range(50)))
+    assert got == list(range(50))
+
+
+def test_blocking_sync_tasks_overlap() -> None:
+    # the sync path is the private thread pool: four blocking tasks meet at a barrier
+    barrier = threading.Barrier(4, timeout=10)
+    with AsyncioBackend(max_workers=4) as ex:
+        out = ex.run_all([barrier.wait for _ in range(4)])
+    assert sorted(out) == [0, 1, 2, 3]
