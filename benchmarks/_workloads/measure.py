@@ -129,8 +129,7 @@ class _TreeSampler(threading.Thread):
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
-        import psutil
-
+        psutil = optional("psutil")
         self._me = psutil.Process()
         self._error: type[Exception] = psutil.Error
         self._stop_event = threading.Event()
