@@ -8,7 +8,6 @@ process backend pickles ``fn``, ``args`` and ``kwargs`` only).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import threading
@@ -296,6 +295,8 @@ def invoke(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, A
 
 def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion on a private event loop, from sync code."""
+    import asyncio  # imported on first use: it is most of a cold `import unirun`
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
