@@ -215,9 +215,15 @@ class Engine:
             else:
                 self._submit([call], executor, mode, 0)
         if self._buffers and (self._exhausted or not self._room() or not self._flights):
-            for executor, mode, calls in self._buffers.values():
-                self._submit(calls, executor, mode, 0)
-            self._buffers.clear()
+            for key, (executor, mode, calls) in list(self._buffers.items()):
+                # A full window with every worker still busy: wait for the chunk to fill
+                # up instead of sending it short (one call at a time, as results drain).
+                busy = isinstance(executor, BackendBase) and len(self._flights) >= (
+                    executor.max_workers
+                )
+                if self._exhausted or not self._flights or not busy:
+                    del self._buffers[key]
+                    self._submit(calls, executor, mode, 0)
 
     def _room(self) -> bool:
         return not self._window or self._outstanding + self.held < self._window
