@@ -11,7 +11,23 @@ from typing import Any
 
 import pytest
 
+from unirun._errors import BackendUnavailableError
+from unirun._registry import factory_for
+
 pytest.importorskip("rich", reason="the command line needs the unirun[cli] extra")
+
+
+def available(mode: str) -> bool:
+    try:
+        factory_for(mode)
+    except (BackendUnavailableError, ImportError):
+        return False
+    return True
+
+
+def needs_mode(mode: str) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(not available(mode), reason=f"mode {mode!r} is not available here")
+
 
 TASKS_MODULE = textwrap.dedent(
     """
@@ -98,7 +114,10 @@ def workdir(tmp_path: Path) -> Path:
 # -- unirun run ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["serial", "thread", "auto"])
+@pytest.mark.parametrize(
+    "mode",
+    ["serial", "thread", "auto", pytest.param("process", marks=needs_mode("process"))],
+)
 def test_run_writes_one_record_per_line_in_order(workdir: Path, mode: str) -> None:
     done = unirun_cli("run", "clitasks:add", "input.jsonl", "--mode", mode, cwd=workdir)
     assert done.returncode == 1, done.stderr
@@ -212,6 +231,15 @@ def test_bad_usage_is_one_line_and_exit_2(workdir: Path, argv: list[str], expect
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert expected in lines[0]
+
+
+@needs_mode("gevent")
+def test_async_function_on_gevent_is_usage_error(workdir: Path) -> None:
+    done = unirun_cli("run", "clitasks:aadd", "--mode", "gevent", cwd=workdir, stdin="[1]\n")
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert "Traceback" not in done.stderr
+    assert "async" in done.stderr.strip().splitlines()[-1]
 
 
 def test_import_error_in_the_module_is_usage_error(workdir: Path) -> None:

@@ -41,7 +41,7 @@ class Row:
 
     workload: str
     mode: str
-    status: str  # "ok", "skipped" or "error"
+    status: str  # "ok", "n/a" (the backend cannot take such tasks), "skipped" or "error"
     wall_s: float | None = None
     speedup: float | None = None
     note: str = ""
@@ -66,94 +66,102 @@ def _modes(selected: str | None) -> tuple[list[str], bool]:
     return list(dict.fromkeys(modes)), "auto" in wanted
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
 def _run(workload: Workload, mode: str | unirun.Executor, timeout: float) -> list[Any]:
     if workload.name == "tiny":
         return unirun.map(workload.fn, workload.args, mode=mode, timeout=timeout)
     return unirun.run_all(workload.tasks(), mode=mode, timeout=timeout)
 
 
+def _short(text: str) -> str:
+    """The first sentence of a message: enough for a table cell."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    head, dot, _ = first.partition(". ")
+    return head + "." if dot else first
+
+
 def _measure(
-    workload: Workload, mode: str | unirun.Executor, timeout: float
-) -> tuple[float | None, str]:
-    """Time one workload; return (seconds or None, note)."""
+    workload: Workload, mode: str | unirun.Executor, timeout: float, repeats: int
+) -> tuple[str, float | None, str]:
+    """Time one workload, best of ``repeats``; return (status, seconds or None, note)."""
     notes: list[str] = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        start = time.perf_counter()
-        try:
-            results = _run(workload, mode, timeout)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:
-            return None, _first_line(exc)
-        wall = time.perf_counter() - start
-    notes.extend(str(w.message).splitlines()[0] for w in caught)
-    if results != workload.expected:
-        notes.append("wrong results!")
-    return wall, "; ".join(dict.fromkeys(notes))
-
-
-def _warm_up(ex: unirun.Executor, workloads: list[Workload]) -> None:
-    """Start the backend's workers (one trivial task of each kind it can run)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for workload in workloads:
+    best: float | None = None
+    for _ in range(repeats):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            start = time.perf_counter()
             try:
-                unirun.run_all(workload.warmup(), mode=ex, timeout=60)
-            except Exception:  # the real run reports it
-                pass
+                results = _run(workload, mode, timeout)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except TypeError as exc:
+                # Raised before anything runs: the backend cannot take this kind of task.
+                return "n/a", None, _short(f"{type(exc).__name__}: {exc}")
+            except BaseException as exc:
+                return "error", None, _short(f"{type(exc).__name__}: {exc}")
+            wall = time.perf_counter() - start
+        notes.extend(_short(str(w.message)) for w in caught)
+        if results != workload.expected:
+            notes.append("wrong results!")
+        best = wall if best is None else min(best, wall)
+    return "ok", best, "; ".join(dict.fromkeys(notes))
+
+
+def _warm_up(ex: unirun.Executor | str, workloads: list[Workload]) -> None:
+    """Start the backend's workers (one trivial task of each kind it can run)."""
+    for workload in workloads:
+        try:
+            unirun.run_all(workload.warmup(), mode=ex, timeout=60)
+        except Exception:  # the real run reports it
+            pass
 
 
 def _bench_mode(
     mode: str,
     workloads: list[Workload],
     timeout: float,
+    repeats: int,
     status: Callable[[str], None],
-) -> tuple[list[Row], float | None]:
+) -> tuple[list[Row], float | None, list[str]]:
+    """Every workload on one new backend: rows, start-up seconds, warnings it gave."""
     status(f"starting {mode}")
     start = time.perf_counter()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
             ex = unirun.executor(mode)
-    except (BackendUnavailableError, ImportError) as exc:
-        why = f"not available: {_first_line(exc)}"
-        return [Row(w.name, mode, "skipped", note=why) for w in workloads], None
+        except (BackendUnavailableError, ImportError) as exc:
+            why = f"not available: {_short(f'{type(exc).__name__}: {exc}')}"
+            return [Row(w.name, mode, "skipped", note=why) for w in workloads], None, []
+        try:
+            _warm_up(ex, workloads)
+        except BaseException:
+            ex.shutdown(wait=False, cancel_futures=True)
+            raise
+    said = list(dict.fromkeys(str(w.message) for w in caught))
+    startup = time.perf_counter() - start
     rows = []
     try:
-        _warm_up(ex, workloads)
-        startup = time.perf_counter() - start
         for workload in workloads:
             status(f"{workload.name} on {mode}")
-            wall, note = _measure(workload, ex, timeout)
-            rows.append(
-                Row(workload.name, mode, "ok" if wall is not None else "error", wall, note=note)
-            )
+            state, wall, note = _measure(workload, ex, timeout, repeats)
+            rows.append(Row(workload.name, mode, state, wall, note=note))
     finally:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ex.shutdown(wait=True, cancel_futures=True)
-    return rows, startup
+    return rows, startup, said
 
 
-def _bench_auto(workload: Workload, timeout: float) -> Row:
+def _bench_auto(workload: Workload, timeout: float, repeats: int) -> Row:
     choice = unirun.choose_backend(workload.tasks())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            unirun.run_all(workload.warmup(), mode="auto", timeout=60)
-        except Exception:
-            pass
-    wall, note = _measure(workload, "auto", timeout)
+        _warm_up("auto", [workload])
+    state, wall, note = _measure(workload, "auto", timeout, repeats)
     return Row(
         workload.name,
         "auto",
-        "ok" if wall is not None else "error",
+        state,
         wall,
         note=note,
         auto_mode=choice.mode,
@@ -167,7 +175,12 @@ def _speed(value: float) -> str:
     return f"[{colour}]{text}[/]" if colour else text
 
 
-def _print_table(rows: list[Row], startup: dict[str, float | None], quick: bool) -> None:
+def _print_table(
+    rows: list[Row],
+    startup: dict[str, float | None],
+    said: dict[str, list[str]],
+    quick: bool,
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -176,7 +189,8 @@ def _print_table(rows: list[Row], startup: dict[str, float | None], quick: bool)
         title="unirun bench" + (" --quick" if quick else ""),
         caption=(
             f"{available_cpus()} CPUs, Python {platform.python_version()}. Backends are "
-            "started before timing; vs serial = serial wall time / this wall time."
+            "started before timing; wall = best of the runs; "
+            "vs serial = serial wall time / this wall time."
         ),
     )
     table.add_column("workload", style="bold")
@@ -196,7 +210,7 @@ def _print_table(rows: list[Row], startup: dict[str, float | None], quick: bool)
         mode = f"auto -> {row.auto_mode}" if row.mode == "auto" else row.mode
         wall = f"{row.wall_s:.3f}" if row.wall_s is not None else "-"
         speed = _speed(row.speedup) if row.speedup is not None else ""
-        style = "yellow" if row.status == "error" else None
+        style = "yellow" if row.status == "error" else "dim" if row.status == "n/a" else None
         table.add_row(row.workload, mode, wall, speed, row.note, style=style)
     console.print(table)
     picks = [r for r in rows if r.mode == "auto"]
@@ -209,6 +223,9 @@ def _print_table(rows: list[Row], startup: dict[str, float | None], quick: bool)
         console.print(f"[bold]Start-up[/] (workers started, one task run): {started}")
     for mode, why in skipped.items():
         console.print(f"[dim]Skipped {mode}: {why}[/]")
+    for mode, messages in said.items():
+        for message in messages:
+            console.print(f"[yellow]Note ({mode}):[/] {message}", highlight=False)
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -219,20 +236,24 @@ def run_bench(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     workloads = make_workloads(args.quick)
     timeout = 60.0 if args.quick else 300.0
+    repeats = 1 if args.quick else 2
     rows: list[Row] = []
     startup: dict[str, float | None] = {}
+    said: dict[str, list[str]] = {}
     with err.status("unirun bench") as spinner:
 
         def status(text: str) -> None:
             spinner.update(f"unirun bench: {text}")
 
         for mode in modes:
-            mode_rows, startup[mode] = _bench_mode(mode, workloads, timeout, status)
+            mode_rows, startup[mode], said[mode] = _bench_mode(
+                mode, workloads, timeout, repeats, status
+            )
             rows.extend(mode_rows)
         if with_auto:
             for workload in workloads:
                 status(f"{workload.name} on auto")
-                rows.append(_bench_auto(workload, timeout))
+                rows.append(_bench_auto(workload, timeout, repeats))
             WARM.shutdown_all()
 
     by_workload = {w.name: i for i, w in enumerate(workloads)}
@@ -242,7 +263,7 @@ def run_bench(args: argparse.Namespace) -> int:
         base = baseline.get(row.workload)
         if row.wall_s and base:
             row.speedup = base / row.wall_s
-    _print_table(rows, startup, args.quick)
+    _print_table(rows, startup, said, args.quick)
     if args.json:
         figures = {
             "unirun": unirun.__version__,
@@ -253,6 +274,8 @@ def run_bench(args: argparse.Namespace) -> int:
             "quick": bool(args.quick),
             "workloads": {w.name: w.description for w in workloads},
             "startup_s": startup,
+            "repeats": repeats,
+            "warnings": said,
             "results": [asdict(r) for r in rows],
         }
         try:

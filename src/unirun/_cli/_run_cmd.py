@@ -166,6 +166,10 @@ def _check_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
 def _error_record(index: int, exc: BaseException) -> str:
     error = {"type": type(exc).__name__, "message": str(exc)}
     return json.dumps({"index": index, "error": error})
@@ -214,12 +218,30 @@ def run_command(args: argparse.Namespace) -> int:
         )
         return 1
     except (BackendUnavailableError, ImportError) as exc:
-        print(f"unirun run: error: a backend is not available: {exc}", file=sys.stderr)
+        print(f"unirun run: error: a backend is not available: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except (TypeError, ValueError) as exc:
+        # Raised by the engine before a line ran: the mode cannot take this function
+        # (an async function on gevent) or an option value was refused.
+        if os.environ.get("UNIRUN_DEBUG"):
+            raise
+        print(f"unirun run: error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader went away (``| head``): stop quietly, as Unix tools do.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except Exception as exc:
+        # Not a line's failure (those are records): an error of unirun or a backend.
+        # One line, as promised; UNIRUN_DEBUG=1 shows the traceback.
+        if os.environ.get("UNIRUN_DEBUG"):
+            raise
+        print(
+            f"unirun run: internal error: {type(exc).__name__}: {_one_line(exc)} "
+            "(set UNIRUN_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
         return 1
     finally:
         if stream is not sys.stdin:
