@@ -378,8 +378,9 @@ class GeventBackend(BackendBase):
         if not wait:
             return
         if self._thread is not None:
-            self._thread.join()
+            if not self._in_hub_thread():  # else a task shuts down its own backend
+                self._thread.join()
         elif not self._in_hub_thread():
             logger.debug("unirun: %s cannot wait from another thread than its hub's", self)
-        else:
+        elif gevent.getcurrent() not in self._running.values():
             self._stopped.wait()
