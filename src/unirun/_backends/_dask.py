@@ -266,8 +266,10 @@ class DaskBackend(BackendBase):
                 }
                 cluster = distributed.LocalCluster(**options)  # type: ignore[no-untyped-call]
                 try:
+                    # the client takes the cluster's security (``security=True``
+                    # makes throw-away credentials that only the cluster has)
                     client = distributed.Client(  # type: ignore[no-untyped-call]
-                        cluster, security=self._security, set_as_default=False
+                        cluster, set_as_default=False
                     )
                 except BaseException:
                     cluster.close()
