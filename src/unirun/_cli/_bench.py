@@ -221,6 +221,12 @@ def _print_table(
     started = ", ".join(f"{m} {s:.2f} s" for m, s in startup.items() if s is not None)
     if started:
         console.print(f"[bold]Start-up[/] (workers started, one task run): {started}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load > available_cpus():
+        console.print(
+            f"[yellow]Busy machine:[/] load average {load:.1f} on {available_cpus()} CPUs; "
+            "other programs share the CPUs, so the figures are noisy. Run again when idle."
+        )
     for mode, why in skipped.items():
         console.print(f"[dim]Skipped {mode}: {why}[/]")
     for mode, messages in said.items():
@@ -271,6 +277,7 @@ def run_bench(args: argparse.Namespace) -> int:
             "platform": platform.platform(),
             "cpus": available_cpus(),
             "cpu_count": os.cpu_count(),
+            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
             "quick": bool(args.quick),
             "workloads": {w.name: w.description for w in workloads},
             "startup_s": startup,
