@@ -330,7 +330,8 @@ class Engine:
                 f"{call.describe()} ran longer than task_timeout={limit}s on mode "
                 f"{flight.mode!r} and was {action}"
                 + (
-                    " (a thread cannot be stopped: it runs on, its result is discarded)"
+                    " (it cannot be stopped where it runs, e.g. in a thread: it runs on and"
+                    " its result is discarded)"
                     if action == "abandoned"
                     else ""
                 ),
