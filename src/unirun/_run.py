@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
+from ._auto import AutoRouter
 from ._backends._base import BackendBase
-from ._choose import Facts, gather_facts, route
 from ._engine import Engine, Router, calls_from
 from ._executor import Executor
 from ._options import RUN_OPTIONS, ambient, check_max_workers, check_run_options
@@ -61,33 +61,6 @@ class _WarmRouter(Router):
             cls._check_calls(calls)
 
 
-class _AutoRouter(Router):
-    """Routes each call by the rules of ``choose_backend``; a mixed batch uses several."""
-
-    def __init__(self, explicit: dict[str, Any], ambient_options: dict[str, Any]) -> None:
-        super().__init__(None, "auto")
-        self._explicit = explicit
-        self._ambient = ambient_options
-        self._facts: Facts | None = None
-        self._routes: dict[str, tuple[Executor, str]] = {}
-
-    def route(self, call: Call) -> tuple[Executor, str]:
-        if self._facts is None:
-            self._facts = gather_facts()
-        mode, why = route(call, self._facts)
-        found = self._routes.get(mode)
-        if found is None:
-            options = backend_options(mode, self._explicit, self._ambient)
-            found = WARM.get(mode, options)
-            self._routes[mode] = found
-            self._executor = found[0]
-            logger.info("unirun: auto chose mode %r for %s: %s", found[1], call.describe(), why)
-        return found
-
-    def check(self, calls: list[Call]) -> None:
-        return None
-
-
 def backend_options(
     mode: str, explicit: Mapping[str, Any], ambient_options: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -114,7 +87,9 @@ def _plan(mode: object, options: dict[str, Any]) -> tuple[Router, RunOptions]:
     if isinstance(mode, str):
         check_mode(mode)
         if mode == "auto":
-            return _AutoRouter(explicit, amb_backend), opts
+            return AutoRouter(
+                lambda name: backend_options(name, explicit, amb_backend)
+            ), opts
         return _WarmRouter(mode, backend_options(mode, explicit, amb_backend)), opts
     if isinstance(mode, Executor):
         if explicit:

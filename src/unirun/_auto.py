@@ -1,0 +1,288 @@
+"""``mode="auto"`` at run time: route each task by the picker, measuring unhinted ones.
+
+:class:`AutoRouter` is the engine's :class:`~unirun._engine.Router` for auto mode. Hinted
+and async tasks are routed by the table at once. Unhinted sync tasks are grouped by their
+function (:func:`~unirun._choose.function_key`); the first task of a group runs on a
+thread inside a :class:`Probe`, which records its thread CPU time and wall time, and the
+group's next ``route()`` waits briefly for it::
+
+    route(first of group) --wrap fn in Probe--> thread backend (its result is kept:
+                                                 the engine delivers it like any other)
+    route(next of group)  --wait <= PROBE_WAIT--> Measurement --route()--> warm backend
+
+A probe that is still running when the wait ends is read as it runs (the thread's CPU
+clock, where the platform has one), so a long task never holds the batch back for long.
+Short tasks are probed a few times in a row, so one cold call does not decide alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import pickle
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from ._backends._base import BackendBase
+from ._choose import (
+    Facts,
+    Measurement,
+    function_key,
+    gather_facts,
+    route,
+)
+from ._engine import Router
+from ._executor import Executor
+from ._registry import accepted_options, factory_for
+from ._tasks import Call, invoke
+from ._warm import WARM
+
+__all__ = ["AutoRouter", "Probe", "measure_once"]
+
+logger = logging.getLogger("unirun")
+
+#: Longest a route() waits for a running probe before reading it as it runs (seconds).
+PROBE_WAIT: Final = 0.05
+#: Without a per-thread CPU clock, the longest wait for a probe to finish (seconds).
+PROBE_WAIT_BLIND: Final = 1.0
+#: Short tasks are probed until this much wall time was seen, at most PROBE_SAMPLES times.
+PROBE_MIN_WALL: Final = 2e-3
+PROBE_SAMPLES: Final = 3
+
+
+class Probe:
+    """Wraps a task's function to time it on the thread that runs it.
+
+    Calling the probe calls the function (running a returned coroutine to completion, as
+    every sync backend does) and records thread CPU time and wall time. Its result or
+    exception passes through unchanged, so the measured run is the task's real run.
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.cpu = 0.0
+        self.wall = 0.0
+        self.result_bytes = 0
+        self._started: tuple[float, float, int | None] | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        clock: int | None = None
+        with contextlib.suppress(AttributeError, OSError):  # not every platform has one
+            clock = time.pthread_getcpuclockid(threading.get_ident())
+        cpu0, wall0 = time.thread_time(), time.perf_counter()
+        self._started = (cpu0, wall0, clock)
+        try:
+            result = invoke(self.fn, args, kwargs)
+        finally:
+            self.cpu = time.thread_time() - cpu0
+            self.wall = time.perf_counter() - wall0
+            self._started = None
+        try:  # what a process would send back; one pickling, outside the timing
+            self.result_bytes = len(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+        except Exception:
+            self.result_bytes = 0
+        finally:
+            self.done.set()
+        return result
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (Probe, (self.fn,))  # a retried probe on another backend stays a plain call
+
+    def read_running(self) -> tuple[float, float] | None:
+        """CPU and wall time so far of a probe still running, where the platform can tell."""
+        started = self._started
+        if started is None:
+            return None
+        cpu0, wall0, clock = started
+        if clock is None:
+            return None
+        try:
+            cpu = time.clock_gettime(clock) - cpu0
+        except OSError:
+            return None
+        return cpu, time.perf_counter() - wall0
+
+
+class _Group:
+    """The tasks of one function: its probes, then its decision."""
+
+    def __init__(self, size: int | None) -> None:
+        self.size = size  # tasks of this function in the batch, when the input is sized
+        self.probes: list[Probe] = []
+        self.args_bytes = 0
+        self.decided: tuple[str, str] | None = None
+
+
+def _args_bytes(call: Call) -> int:
+    try:
+        return len(pickle.dumps((call.args, call.kwargs), protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:  # unpicklable arguments: the process backend reports them per task
+        return 0
+
+
+def _measurement(group: _Group, wait: float) -> Measurement:
+    """Wait up to ``wait`` for the group's last probe, then sum what the probes showed."""
+    last = group.probes[-1]
+    finished = last.done.wait(wait)
+    running = None if finished else last.read_running()
+    if not finished and running is None:
+        finished = last.done.wait(PROBE_WAIT_BLIND)
+    cpu = sum(p.cpu for p in group.probes if p.done.is_set())
+    wall = sum(p.wall for p in group.probes if p.done.is_set())
+    samples = sum(1 for p in group.probes if p.done.is_set())
+    if not finished:
+        if running is None:  # no CPU clock and still running after a second: long and unknown
+            running = (0.0, PROBE_WAIT_BLIND)
+        cpu, wall, samples = cpu + running[0], wall + running[1], samples + 1
+    size = group.size
+    return Measurement(
+        cpu_seconds=cpu,
+        wall_seconds=wall,
+        samples=max(1, samples),
+        payload_bytes=group.args_bytes + max((p.result_bytes for p in group.probes), default=0),
+        remaining=None if size is None else max(0, size - len(group.probes)),
+        finished=finished,
+    )
+
+
+def measure_once(call: Call, remaining: int | None) -> Measurement:
+    """Run ``call`` once on a short-lived thread and measure it (for ``choose_backend``)."""
+    probe = Probe(call.fn)
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            probe(*call.args, **call.kwargs)
+        except BaseException as exc:  # the figures are what matters here, not the outcome
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="unirun-measure", daemon=True)
+    thread.start()
+    thread.join()
+    return Measurement(
+        cpu_seconds=probe.cpu,
+        wall_seconds=probe.wall,
+        payload_bytes=_args_bytes(call) + probe.result_bytes,
+        remaining=remaining,
+    )
+
+
+class AutoRouter(Router):
+    """Routes each call by the picker; a mixed batch uses several backends at once.
+
+    Args:
+        options_for: The constructor options for a mode's warm backend.
+    """
+
+    def __init__(self, options_for: Callable[[str], dict[str, Any]]) -> None:
+        super().__init__(None, "auto")
+        self._options_for = options_for
+        self._facts: Facts | None = None
+        self._routes: dict[str, tuple[Executor, str]] = {}
+        self._groups: dict[object, _Group] = {}
+        self._sized: dict[object, int] | None = None
+
+    # -- the Router interface --------------------------------------------------------------
+
+    def route(self, call: Call) -> tuple[Executor, str]:
+        facts = self._get_facts()
+        if isinstance(call.fn, Probe) or call.is_async or call.hint is not None:
+            if isinstance(call.fn, Probe):  # a retried probe: back where it ran
+                return self._backend("thread", call, "it was measured there")
+            mode, why = route(call, facts)
+            return self._backend(mode, call, why)
+        if facts.gevent_patched:
+            mode, why = route(call, facts)
+            return self._backend(mode, call, why)
+        return self._route_unhinted(call, facts)
+
+    def check(self, calls: list[Call]) -> None:
+        """Decide the static routes now, so a backend a task cannot use fails up front."""
+        facts = self._get_facts()
+        sized: dict[object, int] = {}
+        by_mode: dict[str, list[Call]] = {}
+        for call in calls:
+            if not call.is_async and call.hint is None:
+                key = function_key(call.fn)
+                sized[key] = sized.get(key, 0) + 1
+                continue
+            mode, _ = route(call, facts)
+            by_mode.setdefault(mode, []).append(call)
+        self._sized = sized
+        for mode, group in by_mode.items():
+            cls = factory_for(mode)  # BackendUnavailableError now, before anything runs
+            if isinstance(cls, type) and issubclass(cls, BackendBase):
+                cls._check_calls(group)
+
+    def default_window(self) -> int:
+        windows = []
+        for executor, _ in self._routes.values():
+            if isinstance(executor, BackendBase):
+                windows.append(executor._default_window())
+        # the thread pool's window at least: a probe's backend may change after measuring
+        return max([*windows, 2 * min(32, self._get_facts().cpus + 4)])
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _get_facts(self) -> Facts:
+        if self._facts is None:
+            self._facts = gather_facts(
+                thread_workers=self._options_for("thread").get("max_workers"),
+                process_workers=self._options_for("process").get("max_workers"),
+            )
+        return self._facts
+
+    def _backend(self, mode: str, call: Call, why: str, log: bool = True) -> tuple[Executor, str]:
+        found = self._routes.get(mode)
+        if found is None:
+            found = WARM.get(mode, self._backend_options(mode))
+            self._routes[mode] = found
+            self._executor = found[0]
+            if log:
+                logger.info("unirun: auto chose mode %r for %s: %s", found[1], call.describe(), why)
+        return found
+
+    def _backend_options(self, mode: str) -> dict[str, Any]:
+        """The call's options that ``mode``'s backend takes: auto may pick any backend."""
+        options = accepted_options(factory_for(mode), self._options_for(mode))
+        if mode == "serial":
+            options.pop("max_workers", None)  # serial runs one at a time, whatever was asked
+        return options
+
+    def _route_unhinted(self, call: Call, facts: Facts) -> tuple[Executor, str]:
+        key = function_key(call.fn)
+        group = self._groups.get(key)
+        if group is None:
+            size = None if self._sized is None else self._sized.get(key)
+            group = self._groups[key] = _Group(size)
+            if size == 1:  # nothing left to decide for: run it on a thread
+                group.decided = route(call, facts)
+        if group.decided is None and group.probes:
+            finished = group.probes[-1].done.wait(PROBE_WAIT)
+            short = sum(p.wall for p in group.probes) < PROBE_MIN_WALL
+            if not (finished and short and len(group.probes) < PROBE_SAMPLES):
+                group.decided = route(call, facts, _measurement(group, 0.0))
+                logger.info(
+                    "unirun: auto chose mode %r for the tasks of %s from %s on: %s",
+                    group.decided[0],
+                    _fn_name(call),
+                    call.describe(),
+                    group.decided[1],
+                )
+        if group.decided is not None:
+            mode, why = group.decided
+            return self._backend(mode, call, why, log=not group.probes)
+        if not group.probes:
+            group.args_bytes = _args_bytes(call)
+        probe = Probe(call.fn)
+        group.probes.append(probe)
+        call.fn = probe
+        return self._backend("thread", call, "measuring it on a thread first")
+
+
+def _fn_name(call: Call) -> str:
+    fn: Any = call.fn.fn if isinstance(call.fn, Probe) else call.fn
+    return str(getattr(fn, "__qualname__", None) or type(fn).__name__)
