@@ -163,7 +163,8 @@ class Engine:
         hard = True
         try:
             while True:
-                self._fill()
+                # Hand over what is done before pulling more input: pulling may block
+                # (a pipe that is slow to fill) and must not hold finished results back.
                 while self._ready:
                     item = self._ready.popleft()
                     self._outstanding -= 1
@@ -172,9 +173,11 @@ class Engine:
                         hard = False  # fail-fast: stop what is cheap to stop
                     yield item
                     hard = True
-                    self._fill()
+                self._fill()
+                if self._ready:
+                    continue  # some calls finished while they were submitted (serial)
                 if not self._flights and not self._buffers and self._exhausted:
-                    if not self._again and not self._ready:
+                    if not self._again:
                         return
                     continue
                 self._wait_one()
