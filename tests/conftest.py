@@ -126,13 +126,21 @@ def dask_client() -> Iterator[Any]:
 
 
 def _close_idle_connections(client: Any) -> None:
-    """Close the idle pooled connections of the session's Dask client and scheduler.
+    """Close the extra idle pooled connections of the session's Dask client and scheduler.
 
     They are reused, not leaked, but their number grows with the peak concurrency of
     a test (one per concurrent gather), which the fd count would report as a leak.
     """
-    for pool in (client.rpc, client.cluster.scheduler.rpc):
-        client.loop.add_callback(pool.collect)
+    def trim() -> None:  # on the client's loop, as ConnectionPool.remove does
+        for pool in (client.rpc, client.cluster.scheduler.rpc):
+            for comms in pool.available.values():
+                # keep one per address: periodic calls (the client's scheduler-info
+                # refresh) would reopen it in the middle of another test
+                while len(comms) > 1:
+                    client.loop.add_callback(comms.pop().close)
+                    pool.semaphore.release()
+
+    client.loop.add_callback(trim)
 
 
 def _settle_fds(quiet: float, limit: float) -> None:
