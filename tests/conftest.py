@@ -131,6 +131,7 @@ def _close_idle_connections(client: Any) -> None:
     They are reused, not leaked, but their number grows with the peak concurrency of
     a test (one per concurrent gather), which the fd count would report as a leak.
     """
+
     def trim() -> None:  # on the client's loop, as ConnectionPool.remove does
         for pool in (client.rpc, client.cluster.scheduler.rpc):
             for comms in pool.available.values():
