@@ -18,6 +18,7 @@ Short tasks are probed a few times in a row, so one cold call does not decide al
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import pickle
 import threading
@@ -36,15 +37,17 @@ from ._choose import (
 from ._engine import Router
 from ._executor import Executor
 from ._registry import accepted_options, factory_for
-from ._tasks import Call, invoke
+from ._tasks import Call, Task, invoke
 from ._warm import WARM
 
 __all__ = ["AutoRouter", "Probe", "measure_once"]
 
 logger = logging.getLogger("unirun")
 
-#: Longest a route() waits for a running probe before reading it as it runs (seconds).
+#: How long a probe runs (not counting time queued for a CPU) before it is read as it runs.
 PROBE_WAIT: Final = 0.05
+#: The longest a route() waits for a probe on a machine so busy it hardly runs (seconds).
+PROBE_WAIT_MAX: Final = 0.5
 #: Without a per-thread CPU clock, the longest wait for a probe to finish (seconds).
 PROBE_WAIT_BLIND: Final = 1.0
 #: Short tasks are probed until this much wall time was seen, at most PROBE_SAMPLES times.
@@ -64,22 +67,26 @@ class Probe:
         self.fn = fn
         self.done = threading.Event()
         self.cpu = 0.0
-        self.wall = 0.0
+        self.wall = 0.0  # less the time the thread waited for a busy CPU, where known
+        self.queued = 0.0  # that time
         self.result_bytes = 0
-        self._started: tuple[float, float, int | None] | None = None
+        self._started: tuple[float, float, int | None, str, float | None] | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         clock: int | None = None
         with contextlib.suppress(AttributeError, OSError):  # not every platform has one
             clock = time.pthread_getcpuclockid(threading.get_ident())
+        stat = f"/proc/self/task/{threading.get_native_id()}/schedstat"
+        queued0 = _queued(stat)
         cpu0, wall0 = time.thread_time(), time.perf_counter()
-        self._started = (cpu0, wall0, clock)
+        self._started = (cpu0, wall0, clock, stat, queued0)
         try:
             result = invoke(self.fn, args, kwargs)
-        finally:
-            self.cpu = time.thread_time() - cpu0
-            self.wall = time.perf_counter() - wall0
-            self._started = None
+        except BaseException:
+            self._stop(cpu0, wall0, stat, queued0)
+            self.done.set()
+            raise
+        self._stop(cpu0, wall0, stat, queued0)
         try:  # what a process would send back; one pickling, outside the timing
             self.result_bytes = len(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
         except Exception:
@@ -88,22 +95,45 @@ class Probe:
             self.done.set()
         return result
 
+    def _stop(self, cpu0: float, wall0: float, stat: str, queued0: float | None) -> None:
+        self.cpu = time.thread_time() - cpu0
+        wall = time.perf_counter() - wall0
+        queued1 = _queued(stat)
+        if queued0 is not None and queued1 is not None:
+            self.queued = min(wall, max(0.0, queued1 - queued0))
+        self.wall = wall - self.queued
+        self._started = None
+
     def __reduce__(self) -> tuple[object, ...]:
         return (Probe, (self.fn,))  # a retried probe on another backend stays a plain call
 
-    def read_running(self) -> tuple[float, float] | None:
-        """CPU and wall time so far of a probe still running, where the platform can tell."""
+    def read_running(self) -> tuple[float, float, float] | None:
+        """CPU, wall and queued time so far of a probe still running, where one can tell."""
         started = self._started
         if started is None:
             return None
-        cpu0, wall0, clock = started
+        cpu0, wall0, clock, stat, queued0 = started
         if clock is None:
             return None
         try:
             cpu = time.clock_gettime(clock) - cpu0
         except OSError:
             return None
-        return cpu, time.perf_counter() - wall0
+        wall = time.perf_counter() - wall0
+        queued1 = _queued(stat)
+        queued = 0.0
+        if queued0 is not None and queued1 is not None:
+            queued = min(wall, max(0.0, queued1 - queued0))
+        return cpu, wall - queued, queued
+
+
+def _queued(stat: str) -> float | None:
+    """Seconds a thread has waited, runnable, for a CPU (Linux ``schedstat``), or None."""
+    try:
+        with open(stat, "rb") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class _Group:
@@ -123,20 +153,41 @@ def _args_bytes(call: Call) -> int:
         return 0
 
 
-def _measurement(group: _Group, wait: float) -> Measurement:
-    """Wait up to ``wait`` for the group's last probe, then sum what the probes showed."""
+def _wait(probe: Probe) -> bool:
+    """Wait until ``probe`` finished or ran PROBE_WAIT, not counting time queued for a CPU.
+
+    Returns whether it finished. Gives up after PROBE_WAIT_MAX, however busy the machine.
+    """
+    deadline = time.monotonic() + PROBE_WAIT_MAX
+    while not probe.done.wait(min(PROBE_WAIT, 0.01)):
+        running = probe.read_running()
+        if running is None and probe._started is not None:  # no CPU clock here
+            return probe.done.wait(PROBE_WAIT_BLIND)
+        if running is not None and running[1] >= PROBE_WAIT:
+            return False
+        if time.monotonic() >= deadline:
+            return False
+    return True
+
+
+def _measurement(group: _Group) -> Measurement:
+    """Sum what the group's probes showed (the last one may still run)."""
     last = group.probes[-1]
-    finished = last.done.wait(wait)
+    finished = last.done.is_set()
     running = None if finished else last.read_running()
-    if not finished and running is None:
-        finished = last.done.wait(PROBE_WAIT_BLIND)
-    cpu = sum(p.cpu for p in group.probes if p.done.is_set())
-    wall = sum(p.wall for p in group.probes if p.done.is_set())
-    samples = sum(1 for p in group.probes if p.done.is_set())
+    finished = finished or (running is None and last.done.is_set())
+    done = [p for p in group.probes if p.done.is_set()]
+    cpu, wall, queued = (
+        sum(p.cpu for p in done),
+        sum(p.wall for p in done),
+        sum(p.queued for p in done),
+    )
+    samples = len(done)
     if not finished:
         if running is None:  # no CPU clock and still running after a second: long and unknown
-            running = (0.0, PROBE_WAIT_BLIND)
-        cpu, wall, samples = cpu + running[0], wall + running[1], samples + 1
+            running = (0.0, PROBE_WAIT_BLIND, 0.0)
+        cpu, wall, queued = cpu + running[0], wall + running[1], queued + running[2]
+        samples += 1
     size = group.size
     return Measurement(
         cpu_seconds=cpu,
@@ -145,6 +196,7 @@ def _measurement(group: _Group, wait: float) -> Measurement:
         payload_bytes=group.args_bytes + max((p.result_bytes for p in group.probes), default=0),
         remaining=None if size is None else max(0, size - len(group.probes)),
         finished=finished,
+        queued_seconds=queued,
     )
 
 
@@ -167,6 +219,7 @@ def measure_once(call: Call, remaining: int | None) -> Measurement:
         wall_seconds=probe.wall,
         payload_bytes=_args_bytes(call) + probe.result_bytes,
         remaining=remaining,
+        queued_seconds=probe.queued,
     )
 
 
@@ -261,10 +314,10 @@ class AutoRouter(Router):
             if size == 1:  # nothing left to decide for: run it on a thread
                 group.decided = route(call, facts)
         if group.decided is None and group.probes:
-            finished = group.probes[-1].done.wait(PROBE_WAIT)
+            finished = _wait(group.probes[-1])
             short = sum(p.wall for p in group.probes) < PROBE_MIN_WALL
             if not (finished and short and len(group.probes) < PROBE_SAMPLES):
-                group.decided = route(call, facts, _measurement(group, 0.0))
+                group.decided = route(call, facts, _measurement(group))
                 logger.info(
                     "unirun: auto chose mode %r for the tasks of %s from %s on: %s",
                     group.decided[0],
@@ -285,4 +338,6 @@ class AutoRouter(Router):
 
 def _fn_name(call: Call) -> str:
     fn: Any = call.fn.fn if isinstance(call.fn, Probe) else call.fn
+    while isinstance(fn, (functools.partial, Task)):
+        fn = fn.func if isinstance(fn, functools.partial) else fn.fn
     return str(getattr(fn, "__qualname__", None) or type(fn).__name__)

@@ -92,11 +92,15 @@ class Measurement:
 
     Attributes:
         cpu_seconds: Thread CPU time of the measured tasks, summed.
-        wall_seconds: Their wall time, summed (a lower bound when ``finished`` is False).
+        wall_seconds: Their wall time, summed, less ``queued_seconds`` (a lower bound when
+            ``finished`` is False).
         samples: How many tasks were measured.
         payload_bytes: Pickled size of one task's arguments and result.
         remaining: Similar tasks still to run; None when the input's length is unknown.
         finished: False when the figures were read while the task still ran.
+        queued_seconds: Time the thread was ready to run but waited for a CPU that other
+            work kept busy (Linux ``schedstat``; 0 elsewhere). Left out of the wall time,
+            so a busy machine does not make CPU-bound work look like waiting.
     """
 
     cpu_seconds: float
@@ -105,6 +109,7 @@ class Measurement:
     payload_bytes: int = 0
     remaining: int | None = None
     finished: bool = True
+    queued_seconds: float = 0.0
 
     @property
     def duration(self) -> float:
@@ -333,6 +338,8 @@ def explain_measurement(measured: Measurement, task: TaskFacts, facts: Facts) ->
     d = measured.duration
     what = f"{measured.samples} task{'s' if measured.samples != 1 else ''}"
     still = "" if measured.finished else " so far (still running)"
+    if measured.queued_seconds >= 1e-3:
+        still += f", not counting {_secs(measured.queued_seconds)} queued for a busy CPU"
     left = "the rest" if measured.remaining is None else f"{measured.remaining} more"
     estimates = sorted(estimate(measured, task, facts).items())
     figures = ", ".join(f"{mode} {_secs(s)}" for mode, s in estimates)

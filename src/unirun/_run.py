@@ -68,6 +68,9 @@ def backend_options(
     merged = dict(explicit)
     if ambient_options:
         extra = {k: v for k, v in ambient_options.items() if k not in merged}
+        if mode == "serial":
+            # serial takes max_workers=1 only: an ambient pool size is not meant for it
+            extra.pop("max_workers", None)
         merged.update(accepted_options(factory_for(mode), extra))
     return merged
 
