@@ -67,6 +67,9 @@ def getpid() -> int:
 # -- process mode ------------------------------------------------------------------------
 
 
+_LINUX = sys.platform.startswith("linux")
+
+
 def start_process_helpers() -> None:
     """Start multiprocessing's forkserver (and its resource tracker) once per test session.
 
@@ -74,7 +77,11 @@ def start_process_helpers() -> None:
     before any test's leak check counts keeps the first process-mode test from being
     blamed for them ("after the forkserver/resource-tracker warm-up", FAULTS.md).
     """
-    if sys.platform.startswith("linux"):
+    import multiprocessing
+
+    # not in worker processes, which import this module to run its functions
+    main = multiprocessing.parent_process() is None
+    if main and multiprocessing.current_process().name == "MainProcess" and _LINUX:
         from multiprocessing import forkserver
 
         forkserver.ensure_running()

@@ -266,6 +266,7 @@ class ProcessBackend(BackendBase):
         self._thread: threading.Thread | None = None
         self._selector: selectors.BaseSelector | None = None
         self._wake_r = self._wake_w = -1
+        self._life_r = self._life_w = -1
         self._wake_pending = False
         self._stopping = False
         self._broken: str | None = None
@@ -387,6 +388,7 @@ class ProcessBackend(BackendBase):
     def _start_manager(self) -> None:
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
+        self._life_r, self._life_w = os.pipe()  # workers exit when the write end closes
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
@@ -595,6 +597,7 @@ class ProcessBackend(BackendBase):
         result_r, result_w = os.pipe()
         child_task = Connection(os.dup(task_r))
         child_result = Connection(result_w)
+        child_life = Connection(os.dup(self._life_r))
         close_fds: tuple[int, ...] = ()
         if self._fork:  # a forked child inherits every fd: give back the parent's ones
             with self._lock:
@@ -604,11 +607,19 @@ class ProcessBackend(BackendBase):
                     for fd in (w.task_w, w.task_r, w.result_r)
                     if not (fd == w.task_w and w.eof_sent)
                 ]
-                close_fds = (*inherited, task_w, task_r, result_r, self._wake_r, self._wake_w)
+                close_fds = (
+                    *inherited,
+                    task_w,
+                    task_r,
+                    result_r,
+                    self._wake_r,
+                    self._wake_w,
+                    self._life_w,
+                )
         config = WorkerConfig(self._init, self._max_tasks, self._async, close_fds)
         process = self._ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
-            args=(child_task, child_result, config),
+            args=(child_task, child_result, child_life, config),
             name=f"{self._name}-worker",
             daemon=False,  # a task may start processes of its own (a nested run_all)
         )
@@ -622,6 +633,7 @@ class ProcessBackend(BackendBase):
         finally:
             child_task.close()
             child_result.close()
+            child_life.close()
         os.set_blocking(task_w, False)
         os.set_blocking(result_r, False)
         worker = _Worker(process, task_w, task_r, result_r)
@@ -709,6 +721,7 @@ class ProcessBackend(BackendBase):
         with self._lock:
             worker.dead = True
         consumed = worker.written - _unread(worker.task_r)  # before its fds are closed
+        expected = worker.killed or worker.eof_sent or worker.retiring
         self._reap(worker)
         code = worker.exitcode
         settle: list[_Settle] = []
@@ -725,7 +738,7 @@ class ProcessBackend(BackendBase):
                 blamed = True
                 self._futures.pop(job.future, None)
                 settle.append((job.future, False, _crash_error(job.call, worker, code)))
-            expected = worker.killed or worker.eof_sent or (worker.retiring and code == 0)
+            expected = expected and (code == 0 or not worker.retiring or worker.killed)
             if not worker.ready and not expected:
                 self._start_failures += 1
                 if self._start_failures >= _START_ATTEMPTS:
@@ -769,8 +782,8 @@ class ProcessBackend(BackendBase):
     def _close_manager_fds(self) -> None:
         with self._lock:
             selector, self._selector = self._selector, None
-            fds = (self._wake_r, self._wake_w)
-            self._wake_r = self._wake_w = -1
+            fds = (self._wake_r, self._wake_w, self._life_r, self._life_w)
+            self._wake_r = self._wake_w = self._life_r = self._life_w = -1
         if selector is not None:
             selector.close()
         for fd in fds:
@@ -802,7 +815,7 @@ def _decode(call: Call, frame: Frame) -> tuple[bool, Any]:
             exc, tb = pickle.loads(frame.payload)
             return False, attach_remote_traceback(exc, tb)
         phase, type_name, text, tb = pickle.loads(frame.payload)
-    except Exception as exc:  # it pickled in the worker but does not unpickle here
+    except BaseException as exc:  # it pickled in the worker but does not unpickle here
         phase = "result" if frame.kind == OK else "exception"
         type_name, text, tb = type(exc).__name__, str(exc), ""
     return False, _serialization_error(call, phase, type_name, text, tb)

@@ -25,6 +25,7 @@ import pickle
 import signal
 import struct
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, NamedTuple
@@ -243,11 +244,28 @@ def _start(task_fd: int, result_fd: int, config: WorkerConfig) -> bool:
     return True
 
 
-def worker_main(task_conn: Any, result_conn: Any, config: WorkerConfig) -> None:
+def _watch_parent(life_fd: int) -> None:
+    """Exit at once when the parent process dies (its end of the lifeline closes).
+
+    EOF on the task pipe is only seen between tasks, and under forkserver the kernel's
+    parent-death signal follows the forkserver, which outlives the parent while its
+    children hold its pipe: this thread covers a parent killed while a task runs.
+    """
+    try:
+        while os.read(life_fd, 1):
+            pass
+    except OSError:
+        pass
+    os._exit(0)
+
+
+def worker_main(task_conn: Any, result_conn: Any, life_conn: Any, config: WorkerConfig) -> None:
     """The target of every worker process."""
     task_fd, result_fd = os.dup(task_conn.fileno()), os.dup(result_conn.fileno())
-    task_conn.close()
-    result_conn.close()
+    life_fd = os.dup(life_conn.fileno())
+    for conn in (task_conn, result_conn, life_conn):
+        conn.close()
+    threading.Thread(target=_watch_parent, args=(life_fd,), daemon=True).start()
     try:
         if not _start(task_fd, result_fd, config):
             return
