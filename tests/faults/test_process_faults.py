@@ -555,6 +555,44 @@ def test_never_forks_a_threaded_parent() -> None:
         thread.join()
 
 
+def test_forced_fork_still_works() -> None:
+    code = """
+    import warnings, unirun
+    from tests.helpers import add, getpid
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        backend = unirun.ProcessBackend(max_workers=2, mp_context="fork")
+    with backend:
+        out = backend.run_all([unirun.task(add, i, 1) for i in range(6)])
+        pids = {backend.submit(getpid).result(timeout=30) for _ in range(4)}
+    print(out, len(caught), caught[0].category.__name__)
+    """
+    done = run_script(code, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[1, 2, 3, 4, 5, 6] 1 RuntimeWarning"
+
+
+def test_a_pool_inherited_through_fork_refuses_work() -> None:
+    code = """
+    import os, unirun
+    from tests.helpers import add
+    with unirun.ProcessBackend(max_workers=1) as backend:
+        assert backend.submit(add, 1, 1).result(timeout=30) == 2
+        pid = os.fork()
+        if pid == 0:
+            try:
+                backend.submit(add, 1, 1)
+            except unirun.WorkerCrashedError as exc:
+                print("child:", "os.fork" in str(exc), flush=True)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print("parent:", backend.submit(add, 2, 2).result(timeout=30))
+    """
+    done = run_script(code, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["child:", "True", "parent:", "4"]
+
+
 def test_gevent_patched_process_refuses() -> None:
     pytest.importorskip("gevent")
     code = """

@@ -380,8 +380,8 @@ class ProcessBackend(BackendBase):
             if not job.future.cancel():  # already marked running (requeued)
                 error = CancelledError(f"{job.call.describe()} was cancelled")
                 _settle([(job.future, False, error)])
-        if thread is not None and wait:
-            thread.join()
+        if thread is not None and wait and thread is not threading.current_thread():
+            thread.join()  # (from a done-callback, the manager itself: it cannot wait on itself)
 
     # -- the caller's side helpers (under self._lock) --------------------------------------------
 
@@ -711,8 +711,7 @@ class ProcessBackend(BackendBase):
             self._idle_deaths = 0
             if job is None:
                 return  # stopped meanwhile (interrupted): its outcome is already set
-            self._forget(job)
-            self._wake()  # the worker is free
+            self._forget(job)  # the worker is free: the loop dispatches before it waits again
         job.call.ended_at = now
         settle.append((job.future, *_decode(job.call, frame)))
 
@@ -968,5 +967,18 @@ class _LiveBackends:
         for backend in list(self._backends):
             backend.shutdown(wait=True, cancel_futures=True)
 
+    def forget_after_fork(self) -> None:
+        """In a child made by ``os.fork()``: the parent's pools are not ours to use."""
+        for backend in list(self._backends):
+            backend._lock = threading.Lock()
+            backend._broken = (
+                "this process pool belongs to the parent process (it was inherited through "
+                "os.fork()); create a new one in the child"
+            )
+        self._backends = weakref.WeakSet()
+        self._registered = False
+
 
 _LIVE: Final = _LiveBackends()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_LIVE.forget_after_fork)
