@@ -7,9 +7,11 @@ with two differences that matter when things go wrong:
 * a task that passes ``task_timeout`` is *abandoned*: a thread cannot be killed, so it runs
   on and its result is discarded, while a new thread takes its place so the pool keeps
   ``max_workers`` threads serving; the old one exits when its task returns;
-* the workers are daemon threads, so an abandoned task blocked forever (or Ctrl-C while
-  tasks block) does not stop the interpreter from exiting. ``shutdown(wait=True)`` still
-  waits for every task that was not abandoned.
+* the workers are daemon threads, so an abandoned task blocked forever, or Ctrl-C while
+  tasks block, does not stop the interpreter from exiting. ``shutdown(wait=True)`` still
+  waits for every task that was not abandoned, and so does interpreter exit (unless Ctrl-C
+  ended the program), as with ``ThreadPoolExecutor``: work submitted and not abandoned is
+  finished, and ``submit`` raises ``RuntimeError`` from then on.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import itertools
 import logging
 import os
 import queue
+import sys
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures.thread import BrokenThreadPool
@@ -38,13 +42,32 @@ _counter = itertools.count()
 
 _Item = tuple[Future[Any], Call, contextvars.Context]
 
+#: Backends that may have worker threads, for ``_join_at_exit``.
+_live: weakref.WeakSet[ThreadBackend] = weakref.WeakSet()
+_exiting = False
+
+
+def _join_at_exit() -> None:
+    """At interpreter exit, as ``ThreadPoolExecutor`` does: refuse new work and wait for the
+    tasks not abandoned (an abandoned one may never return; its daemon thread is left).
+
+    Not when Ctrl-C ended the program: then it exits at once, whatever still runs.
+    """
+    global _exiting
+    _exiting = True
+    last = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
+    if isinstance(last, KeyboardInterrupt):
+        return
+    for backend in list(_live):
+        backend._drain_at_exit()
+
 
 class ThreadBackend(BackendBase):
     """Runs tasks on a pool of threads: for blocking I/O, and for C code that drops the GIL.
 
     Args:
-        max_workers: Most threads at once; default ``min(32, os.cpu_count() + 4)`` as in
-            ``ThreadPoolExecutor``.
+        max_workers: Most threads at once; default ``min(32, os.process_cpu_count() + 4)``
+            (``os.cpu_count()`` before Python 3.13) as in ``ThreadPoolExecutor``.
         thread_name_prefix: Prefix of the worker threads' names.
         initializer: Called in each new worker thread before it takes tasks; if it raises,
             the pool is broken and pending tasks fail with ``BrokenThreadPool``.
@@ -77,13 +100,18 @@ class ThreadBackend(BackendBase):
         self._running: dict[Future[Any], threading.Thread] = {}
         self._abandoned: set[threading.Thread] = set()
         self._broken: str | None = None
+        _live.add(self)
 
     def _default_workers(self) -> int:
-        return min(32, (os.cpu_count() or 1) + 4)
+        # as ThreadPoolExecutor: os.process_cpu_count() (the affinity mask) from 3.13 on
+        cpus = getattr(os, "process_cpu_count", os.cpu_count)()
+        return min(32, (cpus or 1) + 4)
 
     def _submit(self, call: Call) -> Future[Any]:
         if self._broken is not None:
             raise BrokenThreadPool(self._broken)
+        if _exiting:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
         future: Future[Any] = Future()
         self._queue.put((future, call, contextvars.copy_context()))
         with self._lock:
@@ -174,9 +202,16 @@ class ThreadBackend(BackendBase):
             if thread is not None and thread not in self._abandoned:
                 self._abandoned.add(thread)
                 self._serving -= 1
-                if self._idle == 0 and not self._is_shutdown:
+                if self._idle == 0 and not self._is_shutdown and not _exiting:
                     self._start_thread()
         return "abandoned"
+
+    def _drain_at_exit(self) -> None:
+        self._queue.put(None)
+        with self._lock:
+            threads = [t for t in self._threads if t not in self._abandoned]
+        for thread in threads:
+            thread.join()
 
     def _shutdown_workers(self, wait: bool, cancel_futures: bool) -> None:
         if cancel_futures:
@@ -193,3 +228,10 @@ class ThreadBackend(BackendBase):
                 threads = [t for t in self._threads if t not in self._abandoned]
             for thread in threads:
                 thread.join()
+
+
+# Runs in threading._shutdown(), before atexit callbacks, as ThreadPoolExecutor's own hook.
+try:
+    getattr(threading, "_register_atexit")(_join_at_exit)  # noqa: B009
+except RuntimeError:  # imported while the interpreter already exits
+    _exiting = True
