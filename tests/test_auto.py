@@ -233,3 +233,12 @@ def test_mixed_batch_error_on_a_thread_names_thread() -> None:
 
 def test_pid_helper_is_importable() -> None:
     assert getpid() == os.getpid()
+
+
+def test_payload_size_is_cheap_and_close_enough() -> None:
+    from unirun._auto import payload_size
+
+    blob = bytes(4 * 1024 * 1024)
+    assert payload_size(((blob,), {})) >= len(blob)
+    assert payload_size({"a": [blob, blob]}) >= 2 * len(blob)
+    assert payload_size(3) < 100

@@ -20,16 +20,20 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import pickle
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from ._backends._base import BackendBase
 from ._choose import (
+    IO_THREADS,
+    WAITING_SHARE,
     Facts,
     Measurement,
+    TaskFacts,
+    decide,
     function_key,
     gather_facts,
     route,
@@ -46,6 +50,9 @@ logger = logging.getLogger("unirun")
 
 #: How long a probe runs (not counting time queued for a CPU) before it is read as it runs.
 PROBE_WAIT: Final = 0.05
+#: How often a running probe is looked at, and after how long it may be judged early.
+PROBE_SLICE: Final = 0.005
+PROBE_EARLY: Final = 0.01
 #: The longest a route() waits for a probe on a machine so busy it hardly runs (seconds).
 PROBE_WAIT_MAX: Final = 0.5
 #: Without a per-thread CPU clock, the longest wait for a probe to finish (seconds).
@@ -87,10 +94,8 @@ class Probe:
             self.done.set()
             raise
         self._stop(cpu0, wall0, stat, queued0)
-        try:  # what a process would send back; one pickling, outside the timing
-            self.result_bytes = len(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
-        except Exception:
-            self.result_bytes = 0
+        try:  # what a process would send back, outside the timing
+            self.result_bytes = payload_size(result)
         finally:
             self.done.set()
         return result
@@ -144,30 +149,66 @@ class _Group:
         self.probes: list[Probe] = []
         self.args_bytes = 0
         self.decided: tuple[str, str] | None = None
+        self.wide = False  # measured as mostly waiting: the wide thread pool
 
 
 def _args_bytes(call: Call) -> int:
-    try:
-        return len(pickle.dumps((call.args, call.kwargs), protocol=pickle.HIGHEST_PROTOCOL))
-    except Exception:  # unpicklable arguments: the process backend reports them per task
-        return 0
+    return payload_size((call.args, call.kwargs))
 
 
-def _wait(probe: Probe) -> bool:
-    """Wait until ``probe`` finished or ran PROBE_WAIT, not counting time queued for a CPU.
+def payload_size(obj: object) -> int:
+    """About how many bytes pickling ``obj`` gives, without pickling it.
 
-    Returns whether it finished. Gives up after PROBE_WAIT_MAX, however busy the machine.
+    ``sys.getsizeof`` of the object and, for a tuple, list, set or dict, of its items (one
+    level down): exact enough for bytes, strings and arrays, which are what make payloads
+    large, and cheap whatever their size.
     """
+    size = sys.getsizeof(obj, 0)
+    if isinstance(obj, dict):
+        items: Iterable[object] = (*obj.keys(), *obj.values())
+    elif isinstance(obj, (tuple, list, set, frozenset)):
+        items = obj
+    else:
+        return size
+    for item in items:
+        size += sys.getsizeof(item, 0)
+        if isinstance(item, (tuple, list, dict)):
+            size += sum(
+                sys.getsizeof(x, 0) for x in (item.values() if isinstance(item, dict) else item)
+            )
+    return size
+
+
+def _wait(group: _Group, facts: Facts) -> bool:
+    """Wait until the group's last probe finished or ran long enough to judge.
+
+    Long enough: PROBE_WAIT, not counting time queued for a CPU; or, after PROBE_EARLY,
+    as soon as the figures so far settle it (the task mostly waits: threads; or even its
+    duration so far makes processes pay). Returns whether the probe finished. Gives up
+    after PROBE_WAIT_MAX, however busy the machine. The engine waits meanwhile, so
+    this keeps a mixed batch's other tasks from being held up for long.
+    """
+    probe = group.probes[-1]
     deadline = time.monotonic() + PROBE_WAIT_MAX
-    while not probe.done.wait(min(PROBE_WAIT, 0.01)):
+    while not probe.done.wait(PROBE_SLICE):
         running = probe.read_running()
         if running is None and probe._started is not None:  # no CPU clock here
             return probe.done.wait(PROBE_WAIT_BLIND)
-        if running is not None and running[1] >= PROBE_WAIT:
-            return False
+        if running is not None:
+            if running[1] >= PROBE_WAIT:
+                return False
+            if running[1] >= PROBE_EARLY and _settled(_measurement(group), facts):
+                return False
         if time.monotonic() >= deadline:
             return False
     return True
+
+
+def _settled(measured: Measurement, facts: Facts) -> bool:
+    if measured.cpu_share < WAITING_SHARE / 5:
+        return True  # waits: threads, however long it turns out to be
+    # a longer task only makes processes pay more
+    return decide(TaskFacts("sync", None, True, measured), facts)[0] == "process"
 
 
 def _measurement(group: _Group) -> Measurement:
@@ -242,41 +283,44 @@ class AutoRouter(Router):
 
     def route(self, call: Call) -> tuple[Executor, str]:
         facts = self._get_facts()
-        if isinstance(call.fn, Probe) or call.is_async or call.hint is not None:
-            if isinstance(call.fn, Probe):  # a retried probe: back where it ran
-                return self._backend("thread", call, "it was measured there")
+        if isinstance(call.fn, Probe):  # a retried probe: back where it ran
+            return self._backend("thread", call, "it was measured there")
+        if call.is_async or call.hint is not None or facts.gevent_patched:
             mode, why = route(call, facts)
-            return self._backend(mode, call, why)
-        if facts.gevent_patched:
-            mode, why = route(call, facts)
-            return self._backend(mode, call, why)
+            return self._backend(mode, call, why, wide=call.hint == "io")
         return self._route_unhinted(call, facts)
 
     def check(self, calls: list[Call]) -> None:
-        """Decide the static routes now, so a backend a task cannot use fails up front."""
+        """Decide the static routes now, so a backend a task cannot use fails up front.
+
+        The backends of those routes are made now too, so the engine's window fits them.
+        """
         facts = self._get_facts()
         sized: dict[object, int] = {}
-        by_mode: dict[str, list[Call]] = {}
+        by_mode: dict[tuple[str, bool], list[Call]] = {}
         for call in calls:
-            if not call.is_async and call.hint is None:
+            if not call.is_async and call.hint is None and not facts.gevent_patched:
                 key = function_key(call.fn)
                 sized[key] = sized.get(key, 0) + 1
                 continue
             mode, _ = route(call, facts)
-            by_mode.setdefault(mode, []).append(call)
+            by_mode.setdefault((mode, call.hint == "io"), []).append(call)
         self._sized = sized
-        for mode, group in by_mode.items():
+        for (mode, _), group in by_mode.items():
             cls = factory_for(mode)  # BackendUnavailableError now, before anything runs
             if isinstance(cls, type) and issubclass(cls, BackendBase):
                 cls._check_calls(group)
+        for (mode, wide), group in by_mode.items():
+            self._backend(mode, group[0], route(group[0], facts)[1], wide=wide)
 
     def default_window(self) -> int:
-        windows = []
+        windows = [2 * min(32, self._get_facts().cpus + 4)]  # the probes' thread pool
         for executor, _ in self._routes.values():
             if isinstance(executor, BackendBase):
                 windows.append(executor._default_window())
-        # the thread pool's window at least: a probe's backend may change after measuring
-        return max([*windows, 2 * min(32, self._get_facts().cpus + 4)])
+        if self._sized is None or self._sized:  # unhinted tasks may turn out to wait
+            windows.append(2 * IO_THREADS)
+        return max(windows)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -288,11 +332,18 @@ class AutoRouter(Router):
             )
         return self._facts
 
-    def _backend(self, mode: str, call: Call, why: str, log: bool = True) -> tuple[Executor, str]:
-        found = self._routes.get(mode)
+    def _backend(
+        self, mode: str, call: Call, why: str, log: bool = True, wide: bool = False
+    ) -> tuple[Executor, str]:
+        wide = wide and mode == "thread"
+        key = "thread (I/O)" if wide else mode
+        found = self._routes.get(key)
         if found is None:
-            found = WARM.get(mode, self._backend_options(mode))
-            self._routes[mode] = found
+            options = self._backend_options(mode)
+            if wide:
+                options.setdefault("max_workers", IO_THREADS)
+            found = WARM.get(mode, options)
+            self._routes[key] = found
             self._executor = found[0]
             if log:
                 logger.info("unirun: auto chose mode %r for %s: %s", found[1], call.describe(), why)
@@ -314,10 +365,12 @@ class AutoRouter(Router):
             if size == 1:  # nothing left to decide for: run it on a thread
                 group.decided = route(call, facts)
         if group.decided is None and group.probes:
-            finished = _wait(group.probes[-1])
+            finished = _wait(group, facts)
             short = sum(p.wall for p in group.probes) < PROBE_MIN_WALL
             if not (finished and short and len(group.probes) < PROBE_SAMPLES):
-                group.decided = route(call, facts, _measurement(group))
+                measured = _measurement(group)
+                group.wide = measured.cpu_share < WAITING_SHARE
+                group.decided = route(call, facts, measured)
                 logger.info(
                     "unirun: auto chose mode %r for the tasks of %s from %s on: %s",
                     group.decided[0],
@@ -327,7 +380,7 @@ class AutoRouter(Router):
                 )
         if group.decided is not None:
             mode, why = group.decided
-            return self._backend(mode, call, why, log=not group.probes)
+            return self._backend(mode, call, why, log=not group.probes, wide=group.wide)
         if not group.probes:
             group.args_bytes = _args_bytes(call)
         probe = Probe(call.fn)

@@ -32,6 +32,7 @@ from typing import Any, Final, Literal
 from ._tasks import Call, Hint, Task, as_call, check_hint, close_coroutines
 
 __all__ = [
+    "IO_THREADS",
     "RULES",
     "Choice",
     "Facts",
@@ -61,6 +62,11 @@ PICKLE_RATE: Final = 200e6
 PROCESS_MARGIN: Final = 0.85
 #: Serial must beat threads by this factor (threads keep timeouts interruptible).
 SERIAL_MARGIN: Final = 0.9
+#: Threads for work that mostly waits (hinted 'io', or measured so) when the call does not
+#: set ``max_workers``; threads start on demand, so a small batch starts only what it uses.
+IO_THREADS: Final = 64
+#: Below this CPU share a measured task counts as mostly waiting.
+WAITING_SHARE: Final = 0.5
 #: Batch size assumed for the rest of an input of unknown length (a generator).
 UNKNOWN_BATCH: Final = 100
 
@@ -95,7 +101,7 @@ class Measurement:
         wall_seconds: Their wall time, summed, less ``queued_seconds`` (a lower bound when
             ``finished`` is False).
         samples: How many tasks were measured.
-        payload_bytes: Pickled size of one task's arguments and result.
+        payload_bytes: About the pickled size of one task's arguments and result.
         remaining: Similar tasks still to run; None when the input's length is unknown.
         finished: False when the figures were read while the task still ran.
         queued_seconds: Time the thread was ready to run but waited for a CPU that other
@@ -309,7 +315,7 @@ def estimate(measured: Measurement, task: TaskFacts, facts: Facts) -> dict[str, 
     remaining = UNKNOWN_BATCH if measured.remaining is None else max(0, measured.remaining)
     d = measured.duration
     cpu = d * measured.cpu_share
-    threads = facts.thread_workers or min(32, facts.cpus + 4)
+    threads = facts.thread_workers or thread_pool_size(measured, facts)
     thread_cpus = 1 if facts.gil_enabled else min(facts.cpus, threads)
     out = {
         "serial": remaining * (d + SERIAL_OVERHEAD),
@@ -322,6 +328,13 @@ def estimate(measured: Measurement, task: TaskFacts, facts: Facts) -> dict[str, 
         busy = max(remaining * cpu / min(workers, facts.cpus), remaining * per_task / workers)
         out["process"] = PROCESS_STARTUP + busy
     return out
+
+
+def thread_pool_size(measured: Measurement | None, facts: Facts) -> int:
+    """Threads auto uses: wide for work that mostly waits, the stdlib default otherwise."""
+    if measured is not None and measured.cpu_share < WAITING_SHARE:
+        return IO_THREADS
+    return min(32, facts.cpus + 4)
 
 
 def _best(estimates: dict[str, float]) -> str:
