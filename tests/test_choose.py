@@ -119,6 +119,8 @@ PICKER_TABLE = [
     _case("coroutine object", None, "2 CPUs", "asyncio"),
     _case("coroutine object", "cpu", "2 CPUs", "asyncio"),
     _case("async fn", None, "gevent patched", "asyncio"),
+    _case("async fn", "cpu", "gevent patched", "asyncio"),
+    _case("sync fn", "cpu", "gevent patched", "gevent"),
     # cpu: processes, unless the GIL is off, one CPU, or the task cannot be pickled
     _case("sync fn", "cpu", "2 CPUs", "process"),
     _case("partial", "cpu", "2 CPUs", "process"),

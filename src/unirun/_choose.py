@@ -212,6 +212,14 @@ RULES: Final[tuple[Rule, ...]] = (
     Rule(
         "async",
         "cpu",
+        "gevent patched",
+        "asyncio",
+        "async and hinted 'cpu', but gevent has monkey-patched threading, where worker "
+        "processes hang: one event loop",
+    ),
+    Rule(
+        "async",
+        "cpu",
         "one CPU",
         "asyncio",
         "async and hinted 'cpu', but only one CPU is available: one event loop is enough",
@@ -232,6 +240,14 @@ RULES: Final[tuple[Rule, ...]] = (
         "always",
         "asyncio",
         "async: coroutines wait on I/O most cheaply on an event loop",
+    ),
+    Rule(
+        "sync",
+        "cpu",
+        "gevent patched",
+        "gevent",
+        "hinted 'cpu', but gevent has monkey-patched threading, where worker processes "
+        "hang: greenlets, which at least yield between tasks",
     ),
     Rule(
         "sync",
