@@ -213,10 +213,6 @@ def test_auto_routed_tasks_inherit_it() -> None:
     assert out == [2]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="_arun runs the sync engine in a thread started without the caller's context",
-)
 def test_arun_all_inherits_it() -> None:
     async def main() -> list[object]:
         return await unirun.arun_all([ambient_mode, async_ambient_mode])

@@ -19,6 +19,7 @@ before the call ends. Options mean what they mean for ``run_all``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import logging
 import threading
@@ -289,7 +290,11 @@ async def _run_engine(
             outcomes.close()
             post(finished.set)
 
-    thread = threading.Thread(target=work, name="unirun-arun-engine", daemon=True)
+    # the caller's context (``using()``, ...) must reach the tasks the engine starts
+    context = contextvars.copy_context()
+    thread = threading.Thread(
+        target=context.run, args=(work,), name="unirun-arun-engine", daemon=True
+    )
     thread.start()
     try:
         await finished.wait()
