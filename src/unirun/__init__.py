@@ -18,7 +18,6 @@ from ._errors import BackendUnavailableError as BackendUnavailableError
 from ._errors import TaskSerializationError as TaskSerializationError
 from ._errors import TaskTimeoutError as TaskTimeoutError
 from ._errors import UnirunError as UnirunError
-from ._errors import WorkerCrashedError as WorkerCrashedError
 from ._executor import Executor as Executor
 from ._options import using as using
 from ._registry import BACKEND_CLASSES as _BACKEND_CLASSES
@@ -41,6 +40,7 @@ if TYPE_CHECKING:
     from ._backends._process import ProcessBackend as ProcessBackend
     from ._backends._serial import SerialBackend as SerialBackend
     from ._backends._thread import ThreadBackend as ThreadBackend
+    from ._errors import WorkerCrashedError as WorkerCrashedError
 
 __version__ = "0.1.0.dev0"
 
@@ -75,14 +75,20 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "WorkerCrashedError":  # made on first use: it imports multiprocessing
+        from . import _errors
+
+        cls: Any = _errors.WorkerCrashedError
+        globals()[name] = cls
+        return cls
     mode = _BACKEND_CLASSES.get(name)
     if mode is None:
         raise AttributeError(f"module 'unirun' has no attribute {name!r}")
     from ._registry import backend_class
 
-    cls = backend_class(mode)
-    globals()[name] = cls
-    return cls
+    backend = backend_class(mode)
+    globals()[name] = backend
+    return backend
 
 
 def __dir__() -> list[str]:

@@ -25,13 +25,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import BrokenExecutor
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from unirun._backends._asyncio import AsyncioBackend
 from unirun._engine import Engine, Router, _Cancelled, add_note, calls_from
-from unirun._errors import TaskTimeoutError, WorkerCrashedError
+from unirun._errors import TaskTimeoutError
 from unirun._progress import make_progress
 from unirun._tasks import Call, close_coroutines
 
@@ -233,7 +234,7 @@ async def _attempts(call: Call, mode: str, opts: RunOptions) -> tuple[bool, Any]
             if (
                 attempt < opts.retries
                 and isinstance(exc, Exception)
-                and not isinstance(exc, (TaskTimeoutError, WorkerCrashedError))
+                and not isinstance(exc, (TaskTimeoutError, BrokenExecutor))
             ):
                 attempt += 1
                 continue

@@ -22,11 +22,11 @@ import queue
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import BrokenExecutor, CancelledError, Future
 from typing import Any, Final
 
 from ._backends._base import BackendBase
-from ._errors import TaskSerializationError, TaskTimeoutError, TimeoutAction, WorkerCrashedError
+from ._errors import TaskSerializationError, TaskTimeoutError, TimeoutAction
 from ._executor import Executor
 from ._remote import attach_remote_traceback, format_remote
 from ._tasks import Call, Hint, as_call, close_coroutines, invoke
@@ -93,7 +93,7 @@ def _run_chunk(
     for fn, args, kwargs in calls:
         try:
             out.append((True, invoke(fn, args, kwargs), None))
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit in one task is that task's outcome
             out.append((False, exc, format_remote(exc)))
     return out, time.perf_counter() - start
 
@@ -149,6 +149,7 @@ class Engine:
         self._again: deque[tuple[Call, int]] = deque()  # calls to resubmit, with attempt
         self._buffers: dict[int, tuple[Executor, str, list[Call]]] = {}
         self._chunk_rate: dict[int, float] = {}  # executor id -> seconds per task
+        self._sizes: dict[int, int] = {}  # executor id -> chunk size, until the rate changes
         self._exhausted = False
         self._outstanding = 0  # pulled from the source and not yet delivered
         self.held = 0  # delivered to a consumer that has not released them yet (ordered imap)
@@ -232,6 +233,13 @@ class Engine:
         return not self._window or self._outstanding + self.held < self._window
 
     def _chunk_size(self, executor: Executor) -> int:
+        size = self._sizes.get(id(executor))
+        if size is None:
+            size = self._sizes[id(executor)] = self._new_chunk_size(executor)
+        return size
+
+    def _new_chunk_size(self, executor: Executor) -> int:
+        """Worked out again only when a new measurement comes in (hot path otherwise)."""
         if self._chunksize is None or self._chunksize == 1:
             return 1
         if not (isinstance(executor, BackendBase) and executor.supports_chunking):
@@ -365,7 +373,7 @@ class Engine:
         exc = future.exception()
         if len(calls) > 1:
             if exc is not None:
-                if isinstance(exc, (WorkerCrashedError, TaskSerializationError)):
+                if isinstance(exc, (BrokenExecutor, TaskSerializationError)):
                     self._split(calls)
                     return
                 for call in calls:
@@ -373,6 +381,7 @@ class Engine:
                 return
             outcomes, elapsed = future.result()
             self._chunk_rate[id(flight.executor)] = elapsed / max(1, len(calls))
+            self._sizes.pop(id(flight.executor), None)
             for call, (ok, value, tb) in zip(calls, outcomes, strict=False):
                 if not ok:
                     attach_remote_traceback(value, tb)
@@ -402,7 +411,9 @@ class Engine:
         self._ready.append((call.index if call.index is not None else -1, True, value))
         if call.started_at is not None and call.ended_at is not None:
             # the first measured task sets the initial chunk size of this executor
-            self._chunk_rate.setdefault(id(flight.executor), call.ended_at - call.started_at)
+            if id(flight.executor) not in self._chunk_rate:
+                self._chunk_rate[id(flight.executor)] = call.ended_at - call.started_at
+                self._sizes.pop(id(flight.executor), None)
 
     def _deliver(self, call: Call, flight: _Flight, ok: bool, value: Any) -> None:
         if not ok and self._should_retry(value, flight.attempt):
@@ -418,7 +429,8 @@ class Engine:
         return (
             attempt < self._retries
             and isinstance(exc, Exception)
-            and not isinstance(exc, (TaskTimeoutError, WorkerCrashedError, CancelledError))
+            # a crash (WorkerCrashedError is a BrokenExecutor) is not retried
+            and not isinstance(exc, (TaskTimeoutError, BrokenExecutor, CancelledError))
         )
 
     def _report_progress(self) -> None:

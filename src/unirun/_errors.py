@@ -17,8 +17,10 @@ A task's own exception is never wrapped in one of these: it reaches the caller u
 from __future__ import annotations
 
 import pickle
-from concurrent.futures.process import BrokenProcessPool
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from concurrent.futures.process import BrokenProcessPool
 
 __all__ = [
     "BackendUnavailableError",
@@ -93,38 +95,74 @@ def _rebuild_timeout(
     return TaskTimeoutError(message, action=action, timeout=timeout, task_index=task_index)
 
 
-class WorkerCrashedError(UnirunError, BrokenProcessPool):
-    """The worker process running a task died (segfault, ``os._exit``, OOM kill, ...).
+def _define_worker_crashed() -> type[UnirunError]:
+    # ``BrokenProcessPool`` lives in ``concurrent.futures.process``, which imports
+    # ``multiprocessing``: a third of a cold ``import unirun``. The class is therefore
+    # created on first use (PEP 562 ``__getattr__`` below and in ``unirun``).
+    from concurrent.futures.process import BrokenProcessPool
 
-    The backend replaces the worker; other tasks are not affected.
+    class WorkerCrashedError(UnirunError, BrokenProcessPool):
+        """The worker process running a task died (segfault, ``os._exit``, OOM kill, ...).
 
-    Attributes:
-        exitcode: The worker's exit code; negative when a signal killed it (``-9``: SIGKILL).
-        pid: The worker's process id, when known.
-        task_index: The task's position in the batch, when known.
-    """
+        The backend replaces the worker; other tasks are not affected.
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        exitcode: int | None = None,
-        pid: int | None = None,
-        task_index: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.exitcode = exitcode
-        self.pid = pid
-        self.task_index = task_index
+        Attributes:
+            exitcode: The worker's exit code; negative when a signal killed it (``-9``).
+            pid: The worker's process id, when known.
+            task_index: The task's position in the batch, when known.
+        """
 
-    def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild_crashed, (str(self), self.exitcode, self.pid, self.task_index))
+        def __init__(
+            self,
+            message: str,
+            *,
+            exitcode: int | None = None,
+            pid: int | None = None,
+            task_index: int | None = None,
+        ) -> None:
+            super().__init__(message)
+            self.exitcode = exitcode
+            self.pid = pid
+            self.task_index = task_index
+
+        def __reduce__(self) -> tuple[object, ...]:
+            return (_rebuild_crashed, (str(self), self.exitcode, self.pid, self.task_index))
+
+    WorkerCrashedError.__module__ = "unirun"
+    WorkerCrashedError.__qualname__ = "WorkerCrashedError"
+    return WorkerCrashedError
+
+
+if TYPE_CHECKING:
+
+    class WorkerCrashedError(UnirunError, BrokenProcessPool):
+        exitcode: int | None
+        pid: int | None
+        task_index: int | None
+
+        def __init__(
+            self,
+            message: str,
+            *,
+            exitcode: int | None = None,
+            pid: int | None = None,
+            task_index: int | None = None,
+        ) -> None: ...
+
+
+def __getattr__(name: str) -> Any:
+    if name == "WorkerCrashedError":
+        cls = _define_worker_crashed()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _rebuild_crashed(
     message: str, exitcode: int | None, pid: int | None, task_index: int | None
 ) -> WorkerCrashedError:
-    return WorkerCrashedError(message, exitcode=exitcode, pid=pid, task_index=task_index)
+    cls: Any = globals().get("WorkerCrashedError") or __getattr__("WorkerCrashedError")
+    return cls(message, exitcode=exitcode, pid=pid, task_index=task_index)  # type: ignore[no-any-return]
 
 
 class TaskSerializationError(UnirunError, pickle.PicklingError):

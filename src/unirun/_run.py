@@ -7,7 +7,6 @@ tasks to the :class:`~unirun._engine.Engine`.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from ._executor import Executor
 from ._options import RUN_OPTIONS, ambient, check_max_workers, check_run_options
 from ._progress import make_progress
 from ._registry import accepted_options, check_mode, factory_for
-from ._tasks import Call, Hint, Task, TaskLike
+from ._tasks import Call, Hint, Task, TaskLike, calls_for
 from ._warm import WARM
 
 __all__ = ["amap", "arun_all", "executor", "imap", "map", "run_all"]
@@ -90,9 +89,7 @@ def _plan(mode: object, options: dict[str, Any]) -> tuple[Router, RunOptions]:
     if isinstance(mode, str):
         check_mode(mode)
         if mode == "auto":
-            return AutoRouter(
-                lambda name: backend_options(name, explicit, amb_backend)
-            ), opts
+            return AutoRouter(lambda name: backend_options(name, explicit, amb_backend)), opts
         return _WarmRouter(mode, backend_options(mode, explicit, amb_backend)), opts
     if isinstance(mode, Executor):
         if explicit:
@@ -215,9 +212,7 @@ def run_all(
 def run_all(
     tasks: Iterable[Any], mode: str | Executor | None = None, **options: Any
 ) -> list[Any]: ...
-def run_all(
-    tasks: Iterable[Any], mode: str | Executor | None = None, **options: Any
-) -> list[Any]:
+def run_all(tasks: Iterable[Any], mode: str | Executor | None = None, **options: Any) -> list[Any]:
     """Run every task and return their results in input order.
 
     Args:
@@ -259,7 +254,7 @@ def map(
     if not callable(fn):
         raise TypeError(f"map() needs a callable, got {fn!r}")
     router, opts = _plan(mode, options)
-    calls = [Call(fn, args, index=i) for i, args in enumerate(zip(*iterables, strict=False))]
+    calls = list(calls_for(fn, iterables))
     if not calls:
         return []
     router.check(calls)
@@ -292,7 +287,7 @@ def imap(
     if not callable(fn):
         raise TypeError(f"imap() needs a callable, got {fn!r}")
     router, opts = _plan(mode, options)
-    source = (Call(fn, args, index=i) for i, args in enumerate(zip(*iterables, strict=False)))
+    source = calls_for(fn, iterables)
     return _stream(router, source, opts, ordered)
 
 
@@ -320,7 +315,7 @@ async def amap(
     if not callable(fn):
         raise TypeError(f"amap() needs a callable, got {fn!r}")
     router, opts = _plan(mode, options)
-    calls = [Call(fn, args, index=i) for i, args in enumerate(zip(*iterables, strict=False))]
+    calls = list(calls_for(fn, iterables))
     return await _acollect(router, calls, opts)
 
 
@@ -375,9 +370,7 @@ def imap_on(
     options: dict[str, Any],
 ) -> Iterator[Any]:
     router, opts = _backend_plan(backend, options)
-    source = (
-        Call(fn, args, index=i) for i, args in zip(itertools.count(), zip(*iterables, strict=False))
-    )
+    source = calls_for(fn, iterables)
     return _stream(router, source, opts, ordered)
 
 

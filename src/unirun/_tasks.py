@@ -12,7 +12,7 @@ import functools
 import inspect
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar, cast, overload
 
 from typing_extensions import ParamSpec
@@ -236,9 +236,9 @@ class Call:
 
 def as_call(obj: object, index: int, hint: Hint | None = None) -> Call:
     """Turn one user task into a :class:`Call`, or raise ``TypeError`` naming its index."""
-    if isinstance(obj, Call):  # already normalised (map, imap)
+    if isinstance(obj, Call):  # already normalised by calls_for() (map, imap)
         if obj.hint is None:
-            obj.hint = function_hint(obj.fn) or hint
+            obj.hint = hint
         return obj
     if isinstance(obj, Task):
         fn = obj.fn
@@ -266,6 +266,17 @@ def as_call(obj: object, index: int, hint: Hint | None = None) -> Call:
         f"task {index} is not callable: {obj!r}. Pass a function taking no arguments, "
         "unirun.task(fn, *args), a Task, an async function or a coroutine object."
     )
+
+
+def calls_for(fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...]) -> Iterator[Call]:
+    """``Call``s of ``fn(*args)`` for the zipped ``iterables`` (``map``, ``imap``).
+
+    What the function is (async or not, its hint) is worked out once, not per task.
+    """
+    is_async = is_async_callable(fn)
+    hint = function_hint(fn)
+    for index, args in enumerate(zip(*iterables)):  # noqa: B905 - map() stops at the shortest
+        yield Call(fn, args, index=index, hint=hint, is_async=is_async)
 
 
 def close_coroutines(calls: list[Call]) -> None:
