@@ -434,6 +434,24 @@ ProcessBackendFailingInitializerTest = _build(
 )
 
 
+ProcessBackendFailingInitializerResourcesTest = _build(
+    "ProcessBackendFailingInitializerResourcesTest",
+    (_init.FailingInitializerResourcesTest,),
+    ProcessBackend,
+    {
+        "test_spawn": (
+            "runs CPython's ProcessPoolSpawnFailingInitializerTest by name (the stdlib pool), "
+            "then stops this process's shared resource tracker (gh-104090, a stdlib leak)"
+        ),
+        "test_forkserver": (
+            "runs CPython's ProcessPoolForkserverFailingInitializerTest by name (the stdlib "
+            "pool), then stops this process's shared resource tracker (gh-104090, a stdlib "
+            "leak); the leak check of every test here covers unirun's resources"
+        ),
+    },
+)
+
+
 # -- checks of this module ---------------------------------------------------------------------
 
 
