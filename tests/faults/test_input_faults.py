@@ -102,7 +102,7 @@ def test_one_item_input(backend: BackendBase) -> None:
     assert list(backend.imap(abs, [-4])) == [4]
     assert list(backend.imap(abs, iter([-4]), ordered=False)) == [4]
     assert unirun.map(abs, [-6], mode=backend) == [6]
-    out = backend.run_all([unirun.task(int, "x")], return_exceptions=True)
+    out: list[Any] = backend.run_all([unirun.task(int, "x")], return_exceptions=True)
     assert len(out) == 1
     assert isinstance(out[0], ValueError)
 
