@@ -409,11 +409,15 @@ class Engine:
             self._deliver(call, flight, False, error)
             return
         self._ready.append((call.index if call.index is not None else -1, True, value))
-        if call.started_at is not None and call.ended_at is not None:
+        key = id(flight.executor)
+        if (
+            call.started_at is not None
+            and call.ended_at is not None
+            and key not in self._chunk_rate
+        ):
             # the first measured task sets the initial chunk size of this executor
-            if id(flight.executor) not in self._chunk_rate:
-                self._chunk_rate[id(flight.executor)] = call.ended_at - call.started_at
-                self._sizes.pop(id(flight.executor), None)
+            self._chunk_rate[key] = call.ended_at - call.started_at
+            self._sizes.pop(key, None)
 
     def _deliver(self, call: Call, flight: _Flight, ok: bool, value: Any) -> None:
         if not ok and self._should_retry(value, flight.attempt):

@@ -42,7 +42,7 @@ def check_positive_int(name: str, value: object, *, allow_none: bool = True) -> 
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int >= 1 or None, got {value!r}")
     if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value!r}")
+        raise ValueError(f"{name} must be greater than 0, got {value!r}")
 
 
 def check_max_workers(value: object) -> None:

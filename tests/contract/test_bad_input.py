@@ -26,8 +26,8 @@ def test_non_callable_task_names_its_index(backend: BackendBase, bad: object) ->
         ("timeout", "1", TypeError, "timeout must be a number"),
         ("hint", "gpu", ValueError, "hint must be 'cpu', 'io' or None"),
         ("retries", -1, ValueError, "retries must be >= 0"),
-        ("max_in_flight", 0, ValueError, "max_in_flight must be >= 1"),
-        ("chunksize", 0, ValueError, "chunksize must be >= 1"),
+        ("max_in_flight", 0, ValueError, "max_in_flight must be greater than 0"),
+        ("chunksize", 0, ValueError, "chunksize must be greater than 0"),
         ("progress", 3, TypeError, "progress must be"),
     ],
 )

@@ -172,7 +172,7 @@ def test_whole_call_timeout(backend: BackendBase) -> None:
 
 def test_task_timeout_marks_the_slot(backend: BackendBase) -> None:
     out = backend.run_all(
-        [unirun.task(sleep_then, 5, 0), unirun.task(identity, 1)],
+        [unirun.task(sleep_then, 2, 0), unirun.task(identity, 1)],
         task_timeout=0.3,
         return_exceptions=True,
     )

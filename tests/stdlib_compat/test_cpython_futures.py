@@ -90,10 +90,6 @@ if sys.platform.startswith("linux"):
 _THREADS = "reads executor._threads, the stdlib pool's private set of worker threads"
 _PROCESSES = "reads executor._processes, the stdlib pool's private dict of worker processes"
 _STDLIB_BY_NAME = "constructs futures.{cls} by name: it tests the stdlib class, not executor_type"
-_MAX_WORKERS_MESSAGE = (
-    "max_workers=0 raises ValueError as it should, but the message is 'max_workers must be >= 1, "
-    "got 0' and CPython matches 'max_workers must be greater than 0' (unirun/_options.py)"
-)
 
 
 def _excluded(reason: str) -> Callable[[unittest.TestCase], None]:
@@ -224,7 +220,7 @@ ThreadBackendExecutorTest = _build(
     (_thread_pool.ThreadPoolExecutorTest,),
     ThreadBackend,
     THREAD_EXECUTOR_EXCLUDED,
-    known={"test_max_workers_negative": _MAX_WORKERS_MESSAGE},
+    known={},
 )
 ThreadBackendWaitTest = _build(
     "ThreadBackendWaitTest", (_wait.ThreadPoolWaitTests,), ThreadBackend, {}
@@ -358,16 +354,7 @@ ProcessBackendExecutorTest = _build(
     (_process_pool.ProcessPoolExecutorTest, _ProcessMixin, _Base),
     ProcessBackend,
     PROCESS_EXECUTOR_EXCLUDED,
-    known={
-        "test_max_workers_negative": _MAX_WORKERS_MESSAGE,
-        "test_map_chunksize": "map(..., chunksize=-1) does not raise ValueError",
-        "test_traceback": (
-            "with cloudpickle installed every callable goes through cloudpickle, which sends "
-            "a classmethod (here _test_traceback) by value with co_filename '<dynamic-code>', "
-            "so the worker's traceback loses the source line; plain pickle first, cloudpickle "
-            "only when it fails (as for results), would keep it"
-        ),
-    },
+    known={},
     test_traceback=_traceback_with_unirun_cause,
 )
 ProcessBackendWaitTest = _build(
@@ -388,10 +375,6 @@ ProcessBackendShutdownTest = _build(
         "test_interpreter_shutdown": (
             "a task submitted and never waited for does not run at interpreter exit (the "
             "stdlib finishes it; ThreadBackend does too)"
-        ),
-        "test_submit_after_interpreter_shutdown": (
-            "submit() at exit raises RuntimeError('cannot schedule new tasks after shutdown "
-            "...'); CPython matches the stdlib's 'cannot schedule new futures' (unirun/_base.py)"
         ),
     },
     test_interpreter_shutdown=_retarget(

@@ -166,7 +166,7 @@ class AsyncioBackend(BackendBase):
         future.add_done_callback(self._future_done)
         with self._lock:
             if self._closing:
-                raise RuntimeError(f"cannot schedule new tasks after shutdown ({self!r})")
+                raise RuntimeError(f"cannot schedule new futures after shutdown ({self!r})")
             if self._thread is None:
                 self._start_loop()
             self._inbox.append((future, call, ctx))
@@ -207,7 +207,7 @@ class AsyncioBackend(BackendBase):
     def _thread_pool(self) -> ThreadBackend:
         with self._lock:
             if self._closing:
-                raise RuntimeError(f"cannot schedule new tasks after shutdown ({self!r})")
+                raise RuntimeError(f"cannot schedule new futures after shutdown ({self!r})")
             if self._threads is None:
                 self._threads = ThreadBackend(
                     max_workers=min(self._max_workers, SYNC_THREADS),

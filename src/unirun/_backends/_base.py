@@ -118,10 +118,26 @@ class BackendBase(_StdExecutor):
         self._check_calls([call])
         return self._submit_call(call)
 
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+    ) -> Iterator[T]:
+        """``concurrent.futures`` semantics: submit all, yield results in order.
+
+        ``chunksize`` is accepted for compatibility and must be >= 1; use
+        :meth:`imap` or :func:`unirun.map` for batching and a bounded number in flight.
+        """
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        return super().map(fn, *iterables, timeout=timeout)
+
     @final
     def _submit_call(self, call: Call) -> Future[Any]:
         if self._is_shutdown:
-            raise RuntimeError(f"cannot schedule new tasks after shutdown ({self!r})")
+            raise RuntimeError(f"cannot schedule new futures after shutdown ({self!r})")
         return self._submit(call)
 
     @final

@@ -239,7 +239,7 @@ class DaskBackend(BackendBase):
             if self._client is not None:
                 return self._client
             if self._is_shutdown:
-                raise RuntimeError(f"cannot schedule new tasks after shutdown ({self!r})")
+                raise RuntimeError(f"cannot schedule new futures after shutdown ({self!r})")
             if self._address is not None:
                 client = distributed.Client(  # type: ignore[no-untyped-call]
                     self._address, security=self._security, set_as_default=False

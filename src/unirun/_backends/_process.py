@@ -317,7 +317,7 @@ class ProcessBackend(BackendBase):
             if self._broken is not None:
                 raise WorkerCrashedError(self._broken)
             if self._stopping:
-                raise RuntimeError(f"cannot schedule new tasks after shutdown ({self!r})")
+                raise RuntimeError(f"cannot schedule new futures after shutdown ({self!r})")
             job = _Job(call, future, payload, next(self._ids))
             self._pending.append(job)
             self._futures[future] = job

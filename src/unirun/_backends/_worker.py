@@ -68,10 +68,22 @@ HAVE_CLOUDPICKLE: Final = _CLOUD is not None
 
 
 def dumps(obj: object) -> bytes:
-    """Pickle a call (``fn``, ``args``, ``kwargs``) or an initializer: by value where needed."""
-    if _CLOUD is not None:
+    """Pickle a call (``fn``, ``args``, ``kwargs``) or an initializer: by value where needed.
+
+    The C pickler goes first: it is faster, and it sends importable functions by reference
+    so the worker's tracebacks keep their source lines. cloudpickle (when installed) takes
+    over for what the C pickler refuses (lambdas, closures) and for anything that refers
+    to ``__main__``, which a worker cannot import from a ``-c`` script or a notebook.
+    """
+    if _CLOUD is None:
+        return pickle.dumps(obj, _PROTOCOL)
+    try:
+        data = pickle.dumps(obj, _PROTOCOL)
+    except Exception:
         return _CLOUD(obj)
-    return pickle.dumps(obj, _PROTOCOL)
+    if b"__main__" in data:
+        return _CLOUD(obj)
+    return data
 
 
 def dumps_value(obj: object) -> bytes:
