@@ -271,12 +271,21 @@ def as_call(obj: object, index: int, hint: Hint | None = None) -> Call:
 def calls_for(fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...]) -> Iterator[Call]:
     """``Call``s of ``fn(*args)`` for the zipped ``iterables`` (``map``, ``imap``).
 
-    What the function is (async or not, its hint) is worked out once, not per task.
+    What the function is (async or not, its hint) is worked out once, not per task. When
+    the calls stop early (``imap`` left early, a failure), input generators are closed, as
+    ``run_all`` closes a lazy input of tasks.
     """
     is_async = is_async_callable(fn)
     hint = function_hint(fn)
-    for index, args in enumerate(zip(*iterables)):  # noqa: B905 - map() stops at the shortest
-        yield Call(fn, args, index=index, hint=hint, is_async=is_async)
+    iterators = [iter(it) for it in iterables]
+    try:
+        for index, args in enumerate(zip(*iterators)):  # noqa: B905 - stops at the shortest
+            yield Call(fn, args, index=index, hint=hint, is_async=is_async)
+    finally:
+        for iterator in iterators:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
 
 
 def close_coroutines(calls: list[Call]) -> None:

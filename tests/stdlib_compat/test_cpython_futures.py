@@ -371,12 +371,7 @@ ProcessBackendShutdownTest = _build(
     (_shutdown.ProcessPoolShutdownTest, _ProcessMixin, _Base),
     ProcessBackend,
     PROCESS_SHUTDOWN_EXCLUDED,
-    known={
-        "test_interpreter_shutdown": (
-            "a task submitted and never waited for does not run at interpreter exit (the "
-            "stdlib finishes it; ThreadBackend does too)"
-        ),
-    },
+    known={},
     test_interpreter_shutdown=_retarget(
         _shutdown.ExecutorShutdownTest.test_interpreter_shutdown,
         _IMPORT_BY_NAME,

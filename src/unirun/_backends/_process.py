@@ -964,8 +964,9 @@ class _LiveBackends:
             atexit.register(self.shutdown_all)
 
     def shutdown_all(self) -> None:
+        # As the stdlib pool does at exit: work that was submitted still runs to the end.
         for backend in list(self._backends):
-            backend.shutdown(wait=True, cancel_futures=True)
+            backend.shutdown(wait=True)
 
     def forget_after_fork(self) -> None:
         """In a child made by ``os.fork()``: the parent's pools are not ours to use."""
