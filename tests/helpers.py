@@ -88,3 +88,17 @@ def start_process_helpers() -> None:
 
 
 start_process_helpers()  # at import: the contract modules import this file at collection
+
+
+def fail_on(x: int, bad: int) -> int:
+    """``x * 2``, except ``ValueError`` for ``x == bad``."""
+    if x == bad:
+        raise ValueError(f"bad input {x}")
+    return x * 2
+
+
+def die_on(x: int, bad: int) -> int:
+    """``x * 2``, except that the worker process dies for ``x == bad``."""
+    if x == bad:
+        os._exit(7)
+    return x * 2

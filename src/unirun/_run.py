@@ -19,7 +19,8 @@ from ._executor import Executor
 from ._options import RUN_OPTIONS, ambient, check_max_workers, check_run_options
 from ._progress import make_progress
 from ._registry import accepted_options, check_mode, factory_for
-from ._tasks import Call, Hint, Task, TaskLike, calls_for
+from ._slices import map_in_slices, slices_apply
+from ._tasks import Call, Hint, Task, TaskLike, calls_for, calls_over
 from ._warm import WARM
 
 __all__ = ["amap", "arun_all", "executor", "imap", "map", "run_all"]
@@ -151,6 +152,8 @@ def _collect(
     engine = _engine(router, source, total, opts, progress)
     if on_engine is not None:
         on_engine(engine)
+    # indexes are consecutive from the first call's (0, or a re-run slice's start)
+    base = calls[0].index or 0 if calls else 0
     results: dict[int, Any] = {}
     outcomes = engine.outcomes()
     try:
@@ -161,7 +164,7 @@ def _collect(
     finally:
         outcomes.close()
         close_progress()
-    return [results[i] for i in range(len(results))]
+    return [results[base + i] for i in range(len(results))]
 
 
 def _stream(
@@ -254,9 +257,19 @@ def map(
     if not callable(fn):
         raise TypeError(f"map() needs a callable, got {fn!r}")
     router, opts = _plan(mode, options)
-    calls = list(calls_for(fn, iterables))
-    if not calls:
+    args = list(zip(*iterables))  # noqa: B905 - map() stops at the shortest, as builtins do
+    if not args:
         return []
+    first = next(calls_over(fn, args[:1]))
+    backend = slices_apply(router, first, opts)
+    if backend is not None:
+
+        def general(part: list[Call], part_opts: RunOptions) -> list[Any]:
+            return _collect(router, part, part_opts)
+
+        return map_in_slices(router, backend, fn, args, opts, general)
+    calls = list(calls_over(fn, args))
+    del args
     router.check(calls)
     return _collect(router, calls, opts)
 

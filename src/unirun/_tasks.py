@@ -275,17 +275,22 @@ def calls_for(fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...]) -> I
     the calls stop early (``imap`` left early, a failure), input generators are closed, as
     ``run_all`` closes a lazy input of tasks.
     """
-    is_async = is_async_callable(fn)
-    hint = function_hint(fn)
     iterators = [iter(it) for it in iterables]
     try:
-        for index, args in enumerate(zip(*iterators)):  # noqa: B905 - stops at the shortest
-            yield Call(fn, args, index=index, hint=hint, is_async=is_async)
+        yield from calls_over(fn, zip(*iterators))  # noqa: B905 - stops at the shortest
     finally:
         for iterator in iterators:
             close = getattr(iterator, "close", None)
             if close is not None:
                 close()
+
+
+def calls_over(fn: Callable[..., Any], arg_tuples: Iterable[tuple[Any, ...]]) -> Iterator[Call]:
+    """``Call``s of ``fn(*args)`` for each tuple, inspecting ``fn`` once."""
+    is_async = is_async_callable(fn)
+    hint = function_hint(fn)
+    for index, args in enumerate(arg_tuples):
+        yield Call(fn, args, index=index, hint=hint, is_async=is_async)
 
 
 def close_coroutines(calls: list[Call]) -> None:

@@ -266,3 +266,18 @@ def test_run_inside_an_event_loop(pool: ProcessBackend) -> None:
         return await pool.arun_all([unirun.task(add, 1, 2)])
 
     assert asyncio.run(main()) == [3]
+
+
+def test_map_crash_in_a_batch_fails_only_its_task() -> None:
+    """``map`` sends small tasks in slices; a slice whose worker died is re-run task by
+    task, so only the task that kills its worker gets ``WorkerCrashedError``."""
+    from typing import Any
+
+    from tests.helpers import die_on
+
+    with unirun.ProcessBackend(max_workers=2) as backend:
+        out: list[Any] = unirun.map(
+            die_on, range(400), [123] * 400, mode=backend, return_exceptions=True
+        )
+    assert isinstance(out[123], unirun.WorkerCrashedError)
+    assert [x for i, x in enumerate(out) if i != 123] == [2 * i for i in range(400) if i != 123]

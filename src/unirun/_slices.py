@@ -1,0 +1,124 @@
+"""``map`` in slices: the fast path for many small tasks on the process and dask modes.
+
+The engine's general path makes one ``Call`` per task and measures its way to a chunk
+size, which costs a few microseconds per task in the caller's thread. When ``map`` gets a
+sized input of a sync function for a backend that batches (``supports_chunking``), and no
+per-task option needs per-task bookkeeping (``task_timeout``, ``retries``, ``progress``),
+the input is instead cut into slices of argument tuples up front, as
+``multiprocessing.Pool.map`` does (``len / (4 * workers)``), and each slice is one engine
+task whose worker runs the function over the whole slice. Per task, only C-level list
+work remains in the caller.
+
+A slice whose worker died, or that could not be pickled, is re-run task by task on the
+general path, so that only the culprit gets ``WorkerCrashedError`` or
+``TaskSerializationError`` (its siblings may then run twice, as with any re-run after a
+crash).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from concurrent.futures import BrokenExecutor
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Final
+
+from ._backends._base import BackendBase
+from ._engine import Engine, Router, add_note
+from ._errors import TaskSerializationError
+from ._remote import attach_remote_traceback, format_remote
+from ._tasks import Call
+
+if TYPE_CHECKING:
+    from ._run import RunOptions
+
+__all__ = ["map_in_slices", "slices_apply"]
+
+#: The most tasks one slice holds: bounds the memory of a slice and its results.
+_SLICE_MAX: Final = 8192
+
+
+def _run_slice(
+    fn: Callable[..., Any], arg_tuples: list[tuple[Any, ...]]
+) -> tuple[list[Any], list[tuple[int, BaseException, str]]]:
+    """Run ``fn`` over a slice in a worker: results, and the failures by position."""
+    results: list[Any] = []
+    failures: list[tuple[int, BaseException, str]] = []
+    append = results.append
+    for position, args in enumerate(arg_tuples):
+        try:
+            append(fn(*args))
+        except BaseException as exc:  # SystemExit in one task is that task's outcome
+            append(None)
+            failures.append((position, exc, format_remote(exc)))
+    return results, failures
+
+
+def slices_apply(router: Router, call: Call, opts: RunOptions) -> BackendBase | None:
+    """The backend to slice ``map`` for, or None when the general path must be taken."""
+    from ._auto import AutoRouter
+
+    if (
+        isinstance(router, AutoRouter)  # auto decides per task; it may not batch at all
+        or call.is_async
+        or opts.task_timeout is not None
+        or opts.retries
+        or opts.progress
+        or opts.chunksize == 1
+    ):
+        return None
+    executor, _ = router.route(call)
+    if isinstance(executor, BackendBase) and executor.supports_chunking:
+        return executor
+    return None
+
+
+def map_in_slices(
+    router: Router,
+    executor: BackendBase,
+    fn: Callable[..., Any],
+    arg_tuples: list[tuple[Any, ...]],
+    opts: RunOptions,
+    general: Callable[[list[Call], RunOptions], list[Any]],
+) -> list[Any]:
+    """Run ``fn(*args)`` for each tuple in slices; ``general`` re-runs a failed slice."""
+    n = len(arg_tuples)
+    if isinstance(opts.chunksize, int):
+        size = opts.chunksize
+    else:
+        size = min(_SLICE_MAX, max(1, math.ceil(n / (4 * executor.max_workers))))
+    slices = [
+        Call(_run_slice, (fn, arg_tuples[start : start + size]), index=start)
+        for start in range(0, n, size)
+    ]
+    engine = Engine(
+        iter(slices),
+        router,
+        total=len(slices),
+        timeout=opts.timeout,
+        max_in_flight=opts.max_in_flight,
+        chunksize=1,
+    )
+    mode = router.mode
+    results: list[Any] = [None] * n
+    outcomes = engine.outcomes()
+    try:
+        for start, ok, value in outcomes:
+            stop = min(start + size, n)
+            if not ok:
+                if not isinstance(value, (BrokenExecutor, TaskSerializationError)):
+                    raise value
+                calls = [Call(fn, arg_tuples[i], index=i) for i in range(start, stop)]
+                results[start:stop] = general(calls, replace(opts, chunksize=1))
+                continue
+            values, failures = value
+            results[start:stop] = values
+            for position, exc, tb in failures:
+                attach_remote_traceback(exc, tb)
+                add_note(exc, f"unirun: task {start + position} failed on mode {mode!r}")
+                if not opts.return_exceptions:
+                    raise exc
+                results[start + position] = exc
+    finally:
+        outcomes.close()
+    return results
