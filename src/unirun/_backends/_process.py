@@ -13,6 +13,7 @@ Data flow::
                       --read--> frame --> future.set_result / set_exception
                       worker sentinel readable --> the worker died: drain its result pipe,
                       blame the task it had read, requeue a task it never read, replace it
+                      a LOG frame (a task logged) --> the parent's logging (_process_logs)
 
 One daemon thread (the manager) owns every worker and waits with a selector on the result
 pipes, the sentinels, the task pipes it still has to write to, and a wake-up pipe. Writes
@@ -64,12 +65,15 @@ from unirun._options import check_positive_int
 from unirun._remote import RemoteTraceback, attach_remote_traceback
 from unirun._tasks import Call, close_coroutines
 
+from . import _process_logs
 from ._base import BackendBase
+from ._process_logs import LogSettings
 from ._worker import (
     CANCEL,
     ERR,
     HAVE_CLOUDPICKLE,
     INIT_FAILED,
+    LOG,
     OK,
     READY,
     RUN_ASYNC,
@@ -616,7 +620,9 @@ class ProcessBackend(BackendBase):
                     self._wake_w,
                     self._life_w,
                 )
-        config = WorkerConfig(self._init, self._max_tasks, self._async, close_fds)
+        config = WorkerConfig(
+            self._init, self._max_tasks, self._async, close_fds, LogSettings.capture()
+        )
         process = self._ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
             args=(child_task, child_result, child_life, config),
@@ -695,6 +701,9 @@ class ProcessBackend(BackendBase):
         _settle(settle)
 
     def _on_frame(self, worker: _Worker, frame: Frame, settle: list[_Settle]) -> None:
+        if frame.kind == LOG:  # before the outcome of the task that logged it
+            _process_logs.handle_forwarded(frame.payload)
+            return
         if frame.kind == READY:
             with self._lock:
                 worker.ready = True
