@@ -133,8 +133,8 @@ def test_spawn_context_by_name() -> None:
 def test_no_worker_starts_before_work() -> None:
     backend = ProcessBackend(max_workers=2)
     assert backend.run_all([]) == []
-    assert backend._thread is None
-    assert not backend._workers
+    assert not backend._manager.started
+    assert not backend._manager.worker_pids()
     backend.shutdown()
 
 
@@ -164,7 +164,7 @@ def test_coroutine_objects_are_refused_before_anything_runs(pool: ProcessBackend
     with pytest.raises(TypeError, match=r"unirun\.task\(fetch, url\)") as info:
         pool.run_all([unirun.task(add, 1, 1), *coros])
     assert "task 1" in str(info.value)
-    assert pool._thread is None  # nothing started
+    assert not pool._manager.started  # nothing started
     assert all(inspect.getcoroutinestate(c) == "CORO_CLOSED" for c in coros)  # no warning
 
 

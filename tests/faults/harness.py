@@ -30,7 +30,10 @@ def run_script(
     script prints a line starting with ``READY``."""
     script = "import faulthandler\nfaulthandler.dump_traceback_later(50, exit=True)\n"
     script += textwrap.dedent(code)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    # The repository root first (for ``tests.*``), then the caller's own path: a worktree's
+    # src/ given there must win over an editable install of another checkout.
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-c", script],
         stdout=subprocess.PIPE,

@@ -323,7 +323,7 @@ def test_system_exit_and_keyboard_interrupt_in_a_task(pool: ProcessBackend) -> N
 
 
 def _worker_pids(pool: ProcessBackend) -> set[int]:
-    return {w.pid for w in pool._workers}
+    return pool._manager.worker_pids()
 
 
 # -- 2.2 hung tasks and timeouts -----------------------------------------------------------------

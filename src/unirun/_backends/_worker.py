@@ -7,8 +7,11 @@ Both directions carry frames on plain OS pipes::
 
 parent -> worker: ``RUN_SYNC``/``RUN_ASYNC`` (payload: the pickled ``(fn, args, kwargs)``)
 and ``CANCEL`` (async tasks only). worker -> parent: ``READY`` once the initializer ran,
-``INIT_FAILED`` (payload: the traceback text), then one ``OK`` / ``ERR`` / ``FAIL`` per task.
+``INIT_FAILED`` (payload: the traceback text), then one ``OK`` / ``ERR`` / ``FAIL`` per task;
+and, at any time, ``LOG`` (task id 0, payload: a pickled log record, see ``_process_logs``).
 The parent only starts a task on a worker that said ``READY``; one frame each way per task.
+Frames to the parent are written under one lock: a task's threads may log while the
+worker sends an outcome.
 
 The worker ignores SIGINT (the parent handles Ctrl-C and terminates workers), asks the
 kernel to kill it when its parent dies (Linux), and exits when its task pipe reaches EOF:
@@ -19,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
+import logging
 import os
 import pickle
 import signal
@@ -32,6 +37,8 @@ from typing import Any, Final, NamedTuple
 
 from unirun._remote import format_remote
 from unirun._tasks import invoke
+
+from ._process_logs import ForwardHandler, LogSettings
 
 __all__ = ["FrameReader", "WorkerConfig", "dumps", "encode_frame", "worker_main"]
 
@@ -47,6 +54,7 @@ INIT_FAILED: Final = 11
 OK: Final = 12
 ERR: Final = 13  # payload: pickled (exception, traceback text)
 FAIL: Final = 14  # payload: pickled (phase, type name, text, traceback text)
+LOG: Final = 15  # payload: a pickled log record's attributes
 
 _PROTOCOL: Final = pickle.HIGHEST_PROTOCOL
 
@@ -137,6 +145,7 @@ class WorkerConfig(NamedTuple):
     max_tasks: int | None
     async_concurrency: int
     close_fds: tuple[int, ...]  # the parent's fds a forked child inherited
+    log_settings: LogSettings  # the parent's logging levels when it started this worker
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -145,12 +154,16 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+_SEND_LOCK: Final = threading.Lock()
+
+
 def _send(fd: int, task_id: int, status: int, payload: bytes = b"") -> None:
-    if len(payload) < 1 << 16:
-        _write_all(fd, encode_frame(task_id, status, payload))
-    else:  # do not copy a large payload just to prepend a header
-        _write_all(fd, HEADER.pack(len(payload), task_id, status))
-        _write_all(fd, payload)
+    with _SEND_LOCK:  # one frame at a time: log records may come from any thread
+        if len(payload) < 1 << 16:
+            _write_all(fd, encode_frame(task_id, status, payload))
+        else:  # do not copy a large payload just to prepend a header
+            _write_all(fd, HEADER.pack(len(payload), task_id, status))
+            _write_all(fd, payload)
 
 
 def _type_name(obj: object) -> str:
@@ -245,6 +258,7 @@ def _start(task_fd: int, result_fd: int, config: WorkerConfig) -> bool:
 
     # A run_all inside a task gets backends of its own (depth 1), as in a thread worker.
     _warm.nesting_depth.set(1)
+    config.log_settings.apply()
     if config.init is not None:
         try:
             initializer, initargs = pickle.loads(config.init)
@@ -252,6 +266,9 @@ def _start(task_fd: int, result_fd: int, config: WorkerConfig) -> bool:
         except BaseException as exc:
             _send(result_fd, 0, INIT_FAILED, format_remote(exc).encode("utf-8", "replace"))
             return False
+    # After the initializer, so that its logging.basicConfig() still configures this
+    # worker (the forwarder would make it a no-op); its handlers then work alongside.
+    logging.getLogger().addHandler(ForwardHandler(functools.partial(_send, result_fd, 0, LOG)))
     _send(result_fd, 0, READY)
     return True
 
