@@ -209,13 +209,8 @@ def test_imap_left_early_closes_an_input_nobody_else_holds(backend: BackendBase)
     assert source.closed  # dropped with the stream, so CPython finalises it at once
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="inconsistency: imap() left early does not close an input generator the caller "
-    "still holds (unirun._tasks.calls_for zips the iterables and never closes them), "
-    "while run_all() closes its lazy input (unirun._engine.calls_from)",
-)
 def test_imap_left_early_closes_its_input_generator(backend: BackendBase) -> None:
+    """Closed by imap itself, as run_all closes its lazy input."""
     source = Counting(10_000_000)
     gen = iter(source)  # the caller keeps a reference, as `src = read(); imap(f, src)` does
     it = backend.imap(abs, gen, max_in_flight=4)
