@@ -90,14 +90,6 @@ def test_fifty_process_timeouts_kill_and_replace_workers() -> None:
         assert len(workers) <= 2, workers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="bug: ThreadBackend stalls once its threads are abandoned: _idle counts a thread "
-    "that _became_idle() and then took an already-queued item (only _submit decrements "
-    "it), so _interrupt() sees _idle > 0 and starts no replacement; with every thread "
-    "abandoned, queued tasks never start (serving 0, idle 2, queue 57)",
-)
 @pytest.mark.timeout(120)
 def test_fifty_thread_timeouts_are_abandoned_then_released() -> None:
     gate = threading.Event()

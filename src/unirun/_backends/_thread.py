@@ -96,7 +96,7 @@ class ThreadBackend(BackendBase):
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
         self._serving = 0  # threads not abandoned
-        self._idle = 0  # threads waiting for work
+        self._waiting = 0  # threads blocked in queue.get(), ready for work
         self._running: dict[Future[Any], threading.Thread] = {}
         self._abandoned: set[threading.Thread] = set()
         self._broken: str | None = None
@@ -115,11 +115,14 @@ class ThreadBackend(BackendBase):
         future: Future[Any] = Future()
         self._queue.put((future, call, contextvars.copy_context()))
         with self._lock:
-            if self._idle > 0:
-                self._idle -= 1
-            elif self._serving < self._max_workers:
-                self._start_thread()
+            self._grow()
         return future
+
+    def _grow(self) -> None:
+        # called with self._lock held: start a thread when queued work outnumbers the
+        # threads waiting for it (exact counts, so abandoned threads are always replaced)
+        if self._queue.qsize() > self._waiting and self._serving < self._max_workers:
+            self._start_thread()
 
     def _start_thread(self) -> None:
         # called with self._lock held
@@ -144,13 +147,18 @@ class ThreadBackend(BackendBase):
                 return
         try:
             while True:
-                item = self._queue.get()
+                with self._lock:
+                    self._waiting += 1
+                try:
+                    item = self._queue.get()
+                finally:
+                    with self._lock:
+                        self._waiting -= 1
                 if item is None:
                     self._queue.put(None)  # let the next worker see it too
                     return
                 future, call, ctx = item
                 if not future.set_running_or_notify_cancel():
-                    self._became_idle()
                     continue
                 self._running[future] = me
                 try:
@@ -166,13 +174,8 @@ class ThreadBackend(BackendBase):
                 del item, future, call, ctx  # keep no reference to delivered work
                 if me in self._abandoned:
                     return  # a replacement already serves in this thread's place
-                self._became_idle()
         finally:
             self._retire(me)
-
-    def _became_idle(self) -> None:
-        with self._lock:
-            self._idle += 1
 
     def _retire(self, thread: threading.Thread) -> None:
         with self._lock:
@@ -202,8 +205,8 @@ class ThreadBackend(BackendBase):
             if thread is not None and thread not in self._abandoned:
                 self._abandoned.add(thread)
                 self._serving -= 1
-                if self._idle == 0 and not self._is_shutdown and not _exiting:
-                    self._start_thread()
+                if not self._is_shutdown and not _exiting:
+                    self._grow()
         return "abandoned"
 
     def _drain_at_exit(self) -> None:
