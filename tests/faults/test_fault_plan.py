@@ -26,9 +26,7 @@ from unirun._backends._base import BackendBase
 #: What each mode can be asked to do. "hang" blocks until task_timeout stops it.
 ACTIONS: dict[str, list[str]] = {
     "serial": ["ok", "raise", "exit", "unpicklable-result", "unpicklable-error"],
-    # "hang" is left out on thread until ThreadBackend no longer stalls after abandons
-    # (test_timeout_storms.py::test_fifty_thread_timeouts_are_abandoned_then_released)
-    "thread": ["ok", "raise", "exit", "unpicklable-result", "unpicklable-error"],
+    "thread": ["ok", "raise", "exit", "unpicklable-result", "unpicklable-error", "hang"],
     "process": [
         "ok",
         "raise",
