@@ -224,18 +224,7 @@ def test_system_exit_code_survives(backend: BackendBase) -> None:
 
 @pytest.mark.parametrize(
     "mode",
-    [
-        "process",
-        pytest.param(
-            "dask",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: on dask the stand-in for an exception that cannot be pickled "
-                "back loses the exception's message and traceback: "
-                "unirun._backends._dask._run_remote formats the pickling error, not the task's",
-            ),
-        ),
-    ],
+    ["process", "dask"],
 )
 def test_unpicklable_exception_keeps_its_message(backend: BackendBase) -> None:
     out: list[Any] = backend.run_all(

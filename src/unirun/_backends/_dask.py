@@ -107,12 +107,16 @@ def _run_remote(payload: bytes, key: str, report_start: bool = True) -> bytes:
         return _dump(outcome)
     except Exception as exc:
         phase: SerializationPhase = "result" if outcome[0] else "exception"
+        what = type(outcome[1]).__name__
+        if not outcome[0]:
+            what += f": {outcome[1]}"  # keep the task's own message
         error = TaskSerializationError(
-            f"the task's {phase} ({type(outcome[1]).__name__}) could not be pickled back "
-            f"from the Dask worker: {exc!r}",
+            f"the task's {phase} ({what}) could not be pickled back from the Dask worker: {exc!r}",
             phase=phase,
         )
-        return _dump((False, error, format_remote(exc), outcome[3]))
+        # for an exception, its own traceback is the one worth showing
+        tb = outcome[2] if not outcome[0] else format_remote(exc)
+        return _dump((False, error, tb, outcome[3]))
 
 
 def _dump(obj: object) -> bytes:
