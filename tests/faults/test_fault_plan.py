@@ -132,8 +132,7 @@ def check(mode: str, i: int, action: str, outcome: object) -> None:
         if remote:
             assert isinstance(outcome, TaskSerializationError)
             assert "LockedError" in str(outcome)
-            if mode == "process":  # dask: test_unpicklable_exception_keeps_its_message
-                assert f"locked {i}" in str(outcome)
+            assert f"locked {i}" in str(outcome)
         else:
             assert isinstance(outcome, LockedError)
     elif action == "crash":
