@@ -96,7 +96,10 @@ class ThreadBackend(BackendBase):
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
         self._serving = 0  # threads not abandoned
-        self._waiting = 0  # threads blocked in queue.get(), ready for work
+        # Every queued item is reserved by exactly one thread, so no item waits while a
+        # thread could take it (a replacement for an abandoned thread included):
+        self._waiting = 0  # threads waiting for work that no queued item has reserved
+        self._unclaimed = 0  # queued items that no thread has reserved yet
         self._running: dict[Future[Any], threading.Thread] = {}
         self._abandoned: set[threading.Thread] = set()
         self._broken: str | None = None
@@ -115,14 +118,21 @@ class ThreadBackend(BackendBase):
         future: Future[Any] = Future()
         self._queue.put((future, call, contextvars.copy_context()))
         with self._lock:
-            self._grow()
+            if self._waiting > 0:
+                self._waiting -= 1  # a waiting thread will take it
+            elif self._serving < self._max_workers:
+                self._start_thread()  # the new thread takes it
+            else:
+                self._unclaimed += 1  # the next thread to finish takes it
         return future
 
-    def _grow(self) -> None:
-        # called with self._lock held: start a thread when queued work outnumbers the
-        # threads waiting for it (exact counts, so abandoned threads are always replaced)
-        if self._queue.qsize() > self._waiting and self._serving < self._max_workers:
-            self._start_thread()
+    def _reserve_next(self) -> None:
+        """Before a thread reads the queue: reserve an unclaimed item, or wait for one."""
+        with self._lock:
+            if self._unclaimed > 0:
+                self._unclaimed -= 1
+            else:
+                self._waiting += 1
 
     def _start_thread(self) -> None:
         # called with self._lock held
@@ -146,14 +156,12 @@ class ThreadBackend(BackendBase):
                 self._retire(me)
                 return
         try:
+            first = True  # a new thread was started for an item already reserved for it
             while True:
-                with self._lock:
-                    self._waiting += 1
-                try:
-                    item = self._queue.get()
-                finally:
-                    with self._lock:
-                        self._waiting -= 1
+                if not first:
+                    self._reserve_next()
+                first = False
+                item = self._queue.get()
                 if item is None:
                     self._queue.put(None)  # let the next worker see it too
                     return
@@ -205,8 +213,9 @@ class ThreadBackend(BackendBase):
             if thread is not None and thread not in self._abandoned:
                 self._abandoned.add(thread)
                 self._serving -= 1
-                if not self._is_shutdown and not _exiting:
-                    self._grow()
+                if self._unclaimed > 0 and not self._is_shutdown and not _exiting:
+                    self._unclaimed -= 1
+                    self._start_thread()  # in its place, for the work it leaves queued
         return "abandoned"
 
     def _drain_at_exit(self) -> None:
