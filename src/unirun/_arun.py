@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from unirun._backends._asyncio import AsyncioBackend
-from unirun._engine import Engine, Router, _Cancelled, add_note, calls_from
+from unirun._engine import Router, _Cancelled, add_note, calls_from
 from unirun._errors import TaskTimeoutError
 from unirun._progress import make_progress
 from unirun._tasks import Call, close_coroutines
@@ -263,17 +263,9 @@ async def _run_engine(
     post = _poster()
     finished = anyio.Event()
     failure: list[BaseException] = []
-    engine = Engine(
-        source,
-        router,
-        total=total,
-        timeout=opts.timeout,
-        task_timeout=opts.task_timeout,
-        retries=opts.retries,
-        max_in_flight=opts.max_in_flight,
-        chunksize=opts.chunksize,
-        progress=None,
-    )
+    from unirun._run import make_engine  # loaded already: _run imports this module lazily
+
+    engine = make_engine(router, source, total, opts, None)
     fail_fast = not opts.return_exceptions
 
     def work() -> None:

@@ -117,7 +117,7 @@ def _backend_plan(backend: BackendBase, options: dict[str, Any]) -> tuple[Router
     return Router(backend, backend.mode), RunOptions(**run_kwargs)
 
 
-def _engine(
+def make_engine(
     router: Router,
     source: Iterator[Call],
     total: int | None,
@@ -149,7 +149,7 @@ def _collect(
             return []
         router.check(calls)
     progress, close_progress = make_progress(opts.progress, total)
-    engine = _engine(router, source, total, opts, progress)
+    engine = make_engine(router, source, total, opts, progress)
     if on_engine is not None:
         on_engine(engine)
     # indexes are consecutive from the first call's (0, or a re-run slice's start)
@@ -171,7 +171,7 @@ def _stream(
     router: Router, source: Iterator[Call], opts: RunOptions, ordered: bool
 ) -> Iterator[Any]:
     progress, close_progress = make_progress(opts.progress, None)
-    engine = _engine(router, source, None, opts, progress)
+    engine = make_engine(router, source, None, opts, progress)
     outcomes = engine.outcomes()
     waiting: dict[int, tuple[bool, Any]] = {}
     next_index = 0
