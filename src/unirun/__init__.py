@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._choose import Choice as Choice
-from ._choose import choose_backend as choose_backend
 from ._errors import BackendUnavailableError as BackendUnavailableError
 from ._errors import TaskSerializationError as TaskSerializationError
 from ._errors import TaskTimeoutError as TaskTimeoutError
@@ -40,6 +38,8 @@ if TYPE_CHECKING:
     from ._backends._process import ProcessBackend as ProcessBackend
     from ._backends._serial import SerialBackend as SerialBackend
     from ._backends._thread import ThreadBackend as ThreadBackend
+    from ._choose import Choice as Choice
+    from ._choose import choose_backend as choose_backend
     from ._errors import WorkerCrashedError as WorkerCrashedError
 
 __version__ = "0.1.0.dev0"
@@ -75,6 +75,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("Choice", "choose_backend"):  # the picker loads on first use
+        from . import _choose
+
+        obj: Any = getattr(_choose, name)
+        obj.__module__ = "unirun"
+        globals()[name] = obj
+        return obj
     if name == "WorkerCrashedError":  # made on first use: it imports multiprocessing
         from . import _errors
 

@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
-from ._auto import AutoRouter
 from ._backends._base import BackendBase
 from ._engine import Engine, Router, calls_from
 from ._executor import Executor
@@ -90,6 +89,8 @@ def _plan(mode: object, options: dict[str, Any]) -> tuple[Router, RunOptions]:
     if isinstance(mode, str):
         check_mode(mode)
         if mode == "auto":
+            from ._auto import AutoRouter  # the picker loads on first use of auto mode
+
             return AutoRouter(lambda name: backend_options(name, explicit, amb_backend)), opts
         return _WarmRouter(mode, backend_options(mode, explicit, amb_backend)), opts
     if isinstance(mode, Executor):

@@ -56,10 +56,8 @@ def _run_slice(
 
 def slices_apply(router: Router, call: Call, opts: RunOptions) -> BackendBase | None:
     """The backend to slice ``map`` for, or None when the general path must be taken."""
-    from ._auto import AutoRouter
-
     if (
-        isinstance(router, AutoRouter)  # auto decides per task; it may not batch at all
+        router.mode == "auto"  # auto decides per task; it may not batch at all
         or call.is_async
         or opts.task_timeout is not None
         or opts.retries
