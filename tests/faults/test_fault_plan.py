@@ -39,8 +39,7 @@ ACTIONS: dict[str, list[str]] = {
     ],
     "asyncio": ["ok", "raise", "exit", "unpicklable-result", "unpicklable-error", "hang"],
     "gevent": ["ok", "raise", "exit", "unpicklable-result", "unpicklable-error", "hang"],
-    # "exit" is left out on dask: test_system_exit_code_survives (a known bug there)
-    "dask": ["ok", "raise", "unpicklable-result", "unpicklable-error"],
+    "dask": ["ok", "raise", "exit", "unpicklable-result", "unpicklable-error"],
 }
 #: What a timed-out task's TaskTimeoutError.action says, per mode.
 HANG_ACTION = {
@@ -203,16 +202,7 @@ def test_outcomes_match_the_fault_plan(backend: BackendBase, mode: str) -> None:
         "process",
         "asyncio",
         "gevent",
-        pytest.param(
-            "dask",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: on dask a task's SystemExit reaches the caller with .code None "
-                "(distributed installs tblib.pickling_support, whose exception reducer "
-                "rebuilds exceptions without __init__; unirun._backends._dask._run_remote "
-                "pickles the outcome through it; StopIteration.value is lost the same way)",
-            ),
-        ),
+        "dask",
     ],
 )
 def test_system_exit_code_survives(backend: BackendBase) -> None:

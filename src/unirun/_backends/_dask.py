@@ -104,7 +104,9 @@ def _run_remote(payload: bytes, key: str, report_start: bool = True) -> bytes:
         outcome = (False, exc, format_remote(exc), 0.0)
     outcome = (*outcome[:3], time.perf_counter() - start)
     try:
-        return _dump(outcome)
+        if outcome[0]:
+            return _dump(outcome)
+        return _dump((False, _Raised(outcome[1]), *outcome[2:]))
     except Exception as exc:
         phase: SerializationPhase = "result" if outcome[0] else "exception"
         what = type(outcome[1]).__name__
@@ -117,6 +119,30 @@ def _run_remote(payload: bytes, key: str, report_start: bool = True) -> bytes:
         # for an exception, its own traceback is the one worth showing
         tb = outcome[2] if not outcome[0] else format_remote(exc)
         return _dump((False, error, tb, outcome[3]))
+
+
+class _Raised:
+    """A task's exception, reduced by ``BaseException``'s own ``__reduce_ex__``.
+
+    distributed installs tblib's exception reducer in ``copyreg``; it rebuilds exceptions
+    without calling ``__init__``, so attributes set there are lost (``SystemExit.code``,
+    ``StopIteration.value``). Reducing here, before pickling, keeps them.
+    """
+
+    def __init__(self, exc: BaseException) -> None:
+        self.reduced: Any = exc.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
+
+    def rebuild(self) -> BaseException:
+        fn, args, *rest = self.reduced
+        try:
+            exc: BaseException = fn(*args)
+        except Exception:
+            # an __init__ that cannot take its own args back: rebuild as tblib does
+            exc = BaseException.__new__(fn)
+            exc.args = args
+        if rest and isinstance(rest[0], dict):
+            exc.__dict__.update(rest[0])
+        return exc
 
 
 def _dump(obj: object) -> bytes:
@@ -339,6 +365,8 @@ class DaskBackend(BackendBase):
             if isinstance(outcome, bytes):
                 try:
                     ok, value, tb, seconds = pickle.loads(outcome)
+                    if isinstance(value, _Raised):
+                        value = value.rebuild()
                 except Exception as exc:
                     error = TaskSerializationError(
                         f"the outcome of {call.describe()} could not be unpickled here: {exc!r}",
