@@ -478,8 +478,7 @@ def calls_from(
             for i, t in enumerate(tasks):
                 calls.append(as_call(t, i, hint))
         except TypeError:
-            close_coroutines(calls)
-            _close_coroutine_tasks(tasks)
+            close_coroutines([*calls, *tasks])
             raise
         return iter(calls), len(calls), calls
     iterator = iter(tasks)
@@ -494,11 +493,3 @@ def calls_from(
                 close()
 
     return lazily(), None, None
-
-
-def _close_coroutine_tasks(tasks: Any) -> None:
-    import inspect
-
-    for t in tasks:
-        if inspect.iscoroutine(t):
-            t.close()

@@ -16,6 +16,7 @@ __all__ = [
     "RUN_OPTIONS",
     "ambient",
     "check_max_workers",
+    "check_run_options",
     "check_timeout",
     "using",
 ]
@@ -101,7 +102,7 @@ def using(mode: object = None, **options: Any) -> Iterator[None]:
         from ._registry import check_mode
 
         check_mode(mode)
-    _check_run_options(options)
+    check_run_options(options)
     merged = dict(_ambient.get())
     if mode is not None:
         merged["mode"] = mode
@@ -113,7 +114,8 @@ def using(mode: object = None, **options: Any) -> Iterator[None]:
         _ambient.reset(token)
 
 
-def _check_run_options(options: Mapping[str, Any]) -> None:
+def check_run_options(options: Mapping[str, Any]) -> None:
+    """Raise for a bad value of any run option present in ``options``."""
     from ._tasks import check_hint
 
     if "hint" in options:
@@ -135,6 +137,3 @@ def _check_run_options(options: Mapping[str, Any]) -> None:
         chunksize = options["chunksize"]
         if chunksize != "auto":
             check_positive_int("chunksize", chunksize, allow_none=False)
-
-
-check_run_options = _check_run_options

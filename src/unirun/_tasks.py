@@ -293,11 +293,16 @@ def calls_over(fn: Callable[..., Any], arg_tuples: Iterable[tuple[Any, ...]]) ->
         yield Call(fn, args, index=index, hint=hint, is_async=is_async)
 
 
-def close_coroutines(calls: list[Call]) -> None:
-    """Close coroutine objects that will never run, so Python does not warn 'never awaited'."""
-    for call in calls:
-        if call.coroutine:
-            for arg in call.args:
+def close_coroutines(items: Iterable[object]) -> None:
+    """Close coroutine objects that will never run, so Python does not warn 'never awaited'.
+
+    ``items`` may hold ``Call``s and raw user tasks alike.
+    """
+    for item in items:
+        if inspect.iscoroutine(item):
+            item.close()
+        elif isinstance(item, Call) and item.coroutine:
+            for arg in item.args:
                 if inspect.iscoroutine(arg):
                     arg.close()
 
