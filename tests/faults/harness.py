@@ -67,3 +67,19 @@ def run_script(
         proc.communicate()
         raise
     return Finished(proc.returncode, "".join(lines) + out, err, time.monotonic() - start)
+
+
+def wait_gone(pid: int, timeout: float = 10) -> bool:
+    """Whether ``pid`` ends within ``timeout``; a zombie counts as ended (an orphan's is
+    reaped by init, which in a container may never do it)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.01)
+    return False

@@ -12,13 +12,11 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
-import psutil
 import pytest
 
-from tests.faults.harness import Finished, run_script
+from tests.faults.harness import Finished, run_script, wait_gone
 
 #: Prints READY with the script's child pids; called by a task once the batch is busy.
 PRELUDE = """
@@ -113,18 +111,6 @@ def block_in_worker(directory: str) -> None:
     threading.Event().wait()
 
 
-def _gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def _check(done: Finished, *, alone: bool = True, bound: float = 5) -> None:
     """``alone``: the caller's traceback is all there is on stderr."""
     assert done.returncode == -signal.SIGINT, (done.returncode, done.stderr)
@@ -136,7 +122,7 @@ def _check(done: Finished, *, alone: bool = True, bound: float = 5) -> None:
     assert done.elapsed < bound, done.elapsed
     pids = [int(p) for p in done.stdout.split("READY", 1)[1].split()]
     for pid in pids:
-        assert _gone(pid, 5), f"child {pid} outlived its parent"
+        assert wait_gone(pid, 5), f"child {pid} outlived its parent"
 
 
 @pytest.mark.parametrize("scenario", sorted(SCRIPTS))

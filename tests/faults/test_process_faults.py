@@ -18,11 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-import psutil
 import pytest
 
 import unirun
-from tests.faults.harness import run_script
+from tests.faults.harness import run_script, wait_gone
 from tests.helpers import add, identity
 from unirun import ProcessBackend, TaskSerializationError, TaskTimeoutError, WorkerCrashedError
 
@@ -177,20 +176,6 @@ def wait_for_pid(path: Path, timeout: float = 30) -> int:
             return int(text)
         time.sleep(0.01)
     raise AssertionError(f"no pid written to {path} within {timeout}s")
-
-
-def wait_gone(pid: int, timeout: float = 10) -> bool:
-    """Whether ``pid`` ends within ``timeout``; a zombie counts as ended (an orphan's is
-    reaped by init, which in a container may never do it)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.01)
-    return False
 
 
 # -- 2.1 worker deaths ------------------------------------------------------------------------
