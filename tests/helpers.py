@@ -102,3 +102,11 @@ def die_on(x: int, bad: int) -> int:
     if x == bad:
         os._exit(7)
     return x * 2
+
+
+class Payload:
+    """A plain object, to watch with a weakref."""
+
+
+def make_payload(arg: object) -> Payload:
+    return Payload()

@@ -214,3 +214,40 @@ def test_run_all_inside_a_running_event_loop(backend: BackendBase) -> None:
         return backend.run_all([unirun.task(add, 1, 1)])
 
     assert asyncio.run(main()) == [2]
+
+
+def test_no_references_kept_after_delivery(backend: BackendBase) -> None:
+    """FAULTS #48: nothing holds an argument or a result once it is delivered."""
+    import gc
+    import weakref
+
+    from tests.helpers import Payload, make_payload
+
+    arg = Payload()
+    arg_ref = weakref.ref(arg)
+    out = backend.run_all([unirun.task(make_payload, arg)])
+    result_ref = weakref.ref(out[0])
+    del out, arg
+    gc.collect()
+    assert arg_ref() is None
+    assert result_ref() is None
+
+
+def test_one_executor_from_many_threads(backend: BackendBase) -> None:
+    """FAULTS #46: ten threads share one executor; each call gets its own outcomes."""
+    errors: list[BaseException] = []
+    results: dict[int, list[int]] = {}
+
+    def call(k: int) -> None:
+        try:
+            results[k] = backend.run_all([unirun.task(add, k * 100, i) for i in range(10)])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call, args=(k,)) for k in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors
+    assert results == {k: [k * 100 + i for i in range(10)] for k in range(10)}

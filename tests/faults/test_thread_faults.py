@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import gc
 import signal
 import threading
-import weakref
 from typing import Any
 
 import pytest
@@ -79,47 +77,6 @@ def test_deep_nesting_runs_serially() -> None:
 
     names = unirun.run_all([depth3, depth3], mode="thread", max_workers=2)
     assert len(names) == 2
-
-
-class _Payload:
-    pass
-
-
-def _make_payload(arg: _Payload) -> _Payload:
-    return _Payload()
-
-
-def test_no_references_kept_after_delivery() -> None:
-    arg = _Payload()
-    arg_ref = weakref.ref(arg)
-    with unirun.ThreadBackend(max_workers=1) as ex:
-        out = ex.run_all([unirun.task(_make_payload, arg)])
-        result_ref = weakref.ref(out[0])
-        del out, arg
-        gc.collect()
-        assert arg_ref() is None
-        assert result_ref() is None
-
-
-def test_one_executor_from_many_threads() -> None:
-    errors: list[BaseException] = []
-    results: dict[int, list[int]] = {}
-
-    with unirun.ThreadBackend(max_workers=4) as ex:
-
-        def call(k: int) -> None:
-            try:
-                results[k] = ex.run_all([lambda i=i: k * 100 + i for i in range(10)])
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=call, args=(k,)) for k in range(10)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=30)
-    assert not errors
-    assert results == {k: [k * 100 + i for i in range(10)] for k in range(10)}
 
 
 def test_keyboard_interrupt_inside_a_thread_task_is_its_outcome() -> None:
