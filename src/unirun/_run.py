@@ -80,10 +80,7 @@ def _plan(mode: object, options: dict[str, Any]) -> tuple[Router, RunOptions]:
     amb = ambient()
     if mode is None:
         mode = amb.get("mode", "auto")
-    run_kwargs = {
-        k: options[k] if k in options else amb[k] for k in RUN_OPTIONS if k in options or k in amb
-    }
-    opts = RunOptions(**run_kwargs)
+    opts = _run_options(options, amb)
     explicit = {k: v for k, v in options.items() if k not in RUN_OPTIONS}
     amb_backend = {k: v for k, v in amb.items() if k not in RUN_OPTIONS and k != "mode"}
     if isinstance(mode, str):
@@ -111,11 +108,14 @@ def _backend_plan(backend: BackendBase, options: dict[str, Any]) -> tuple[Router
             f"{', '.join(sorted(RUN_OPTIONS))}"
         )
     check_run_options(options)
-    amb = ambient()
-    run_kwargs = {
-        k: options[k] if k in options else amb[k] for k in RUN_OPTIONS if k in options or k in amb
-    }
-    return Router(backend, backend.mode), RunOptions(**run_kwargs)
+    return Router(backend, backend.mode), _run_options(options, ambient())
+
+
+def _run_options(options: Mapping[str, Any], amb: Mapping[str, Any]) -> RunOptions:
+    """The run options of one call: explicit ones, else ``using()``'s, else the defaults."""
+    merged = {k: v for k, v in amb.items() if k in RUN_OPTIONS}
+    merged.update((k, v) for k, v in options.items() if k in RUN_OPTIONS)
+    return RunOptions(**merged)
 
 
 def make_engine(
