@@ -57,6 +57,13 @@ TASKS_MODULE = textwrap.dedent(
             raise RuntimeError("first attempt fails")
         return x
 
+    def crash_once(path):
+        import os
+        if not os.path.exists(path):
+            open(path, "w").close()
+            os._exit(1)
+        return "second worker"
+
     async def aadd(a, b=0):
         await asyncio.sleep(0)
         return a + b
@@ -191,6 +198,17 @@ def test_run_task_timeout_and_retries(workdir: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert records(done.stdout) == [{"index": 0, "result": 9}]
+
+
+@needs_mode("process")
+def test_run_retry_crashes(workdir: Path) -> None:
+    args = ["run", "clitasks:crash_once", "--mode", "process", "--retries", "1"]
+    done = unirun_cli(*args, cwd=workdir, stdin='"first"\n')
+    assert done.returncode == 1
+    assert records(done.stdout)[0]["error"]["type"] == "WorkerCrashedError"
+    done = unirun_cli(*args, "--retry-crashes", cwd=workdir, stdin='"second"\n')
+    assert done.returncode == 0, done.stderr
+    assert records(done.stdout) == [{"index": 0, "result": "second worker"}]
 
 
 def test_run_whole_timeout_exits_1_with_one_line(workdir: Path) -> None:

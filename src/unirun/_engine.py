@@ -26,7 +26,7 @@ from concurrent.futures import BrokenExecutor, CancelledError, Future
 from typing import Any, Final
 
 from ._backends._base import BackendBase
-from ._errors import TaskSerializationError, TaskTimeoutError, TimeoutAction
+from ._errors import TaskSerializationError, TaskTimeoutError, TimeoutAction, is_worker_crash
 from ._executor import Executor
 from ._remote import attach_remote_traceback, format_remote
 from ._tasks import Call, Hint, as_call, close_coroutines, invoke
@@ -128,6 +128,7 @@ class Engine:
         timeout: float | None = None,
         task_timeout: float | None = None,
         retries: int = 0,
+        retry_crashes: bool = False,
         max_in_flight: int | None = None,
         chunksize: int | str | None = None,
         progress: Callable[[int, int | None], object] | None = None,
@@ -139,6 +140,7 @@ class Engine:
         self._timeout = timeout
         self._task_timeout = task_timeout
         self._retries = retries
+        self._retry_crashes = retry_crashes
         self._window = max_in_flight or 0  # resolved on the first route
         self._fixed_window = max_in_flight is not None
         self._chunksize = chunksize if task_timeout is None else 1
@@ -425,17 +427,24 @@ class Engine:
             self._again.append((call, flight.attempt + 1))
             return
         if not ok:
+            if flight.attempt and is_worker_crash(value):
+                value.attempts = flight.attempt + 1
+                add_note(
+                    value,
+                    f"unirun: {call.describe()} was attempted on {value.attempts} workers, "
+                    "all died",
+                )
             add_note(value, f"unirun: {call.describe()} failed on mode {flight.mode!r}")
         index = call.index if call.index is not None else -1
         self._ready.append((index, ok, value))
 
     def _should_retry(self, exc: BaseException, attempt: int) -> bool:
-        return (
-            attempt < self._retries
-            and isinstance(exc, Exception)
-            # a crash (WorkerCrashedError is a BrokenExecutor) is not retried
-            and not isinstance(exc, (TaskTimeoutError, BrokenExecutor, CancelledError))
-        )
+        if attempt >= self._retries or not isinstance(exc, Exception):
+            return False
+        if is_worker_crash(exc):
+            return self._retry_crashes  # a fresh worker each time: asked for, not by default
+        # a broken executor other than a crash cannot run the task again
+        return not isinstance(exc, (TaskTimeoutError, BrokenExecutor, CancelledError))
 
     def _report_progress(self) -> None:
         self._done += 1

@@ -106,10 +106,15 @@ def _define_worker_crashed() -> type[UnirunError]:
 
         The backend replaces the worker; other tasks are not affected.
 
+        A crash is not retried by ``retries`` unless the call asks for it with
+        ``retry_crashes=True``.
+
         Attributes:
             exitcode: The worker's exit code; negative when a signal killed it (``-9``).
             pid: The worker's process id, when known.
             task_index: The task's position in the batch, when known.
+            attempts: How many workers the task was tried on, each of which died (more
+                than 1 only with ``retry_crashes=True``).
         """
 
         def __init__(
@@ -119,14 +124,19 @@ def _define_worker_crashed() -> type[UnirunError]:
             exitcode: int | None = None,
             pid: int | None = None,
             task_index: int | None = None,
+            attempts: int = 1,
         ) -> None:
             super().__init__(message)
             self.exitcode = exitcode
             self.pid = pid
             self.task_index = task_index
+            self.attempts = attempts
 
         def __reduce__(self) -> tuple[object, ...]:
-            return (_rebuild_crashed, (str(self), self.exitcode, self.pid, self.task_index))
+            return (
+                _rebuild_crashed,
+                (str(self), self.exitcode, self.pid, self.task_index, self.attempts),
+            )
 
     WorkerCrashedError.__module__ = "unirun"
     WorkerCrashedError.__qualname__ = "WorkerCrashedError"
@@ -139,6 +149,7 @@ if TYPE_CHECKING:
         exitcode: int | None
         pid: int | None
         task_index: int | None
+        attempts: int
 
         def __init__(
             self,
@@ -147,6 +158,7 @@ if TYPE_CHECKING:
             exitcode: int | None = None,
             pid: int | None = None,
             task_index: int | None = None,
+            attempts: int = 1,
         ) -> None: ...
 
 
@@ -159,10 +171,22 @@ def __getattr__(name: str) -> Any:
 
 
 def _rebuild_crashed(
-    message: str, exitcode: int | None, pid: int | None, task_index: int | None
+    message: str,
+    exitcode: int | None,
+    pid: int | None,
+    task_index: int | None,
+    attempts: int = 1,
 ) -> WorkerCrashedError:
     cls: Any = globals().get("WorkerCrashedError") or __getattr__("WorkerCrashedError")
-    return cls(message, exitcode=exitcode, pid=pid, task_index=task_index)  # type: ignore[no-any-return]
+    return cls(  # type: ignore[no-any-return]
+        message, exitcode=exitcode, pid=pid, task_index=task_index, attempts=attempts
+    )
+
+
+def is_worker_crash(exc: BaseException) -> bool:
+    """Whether ``exc`` is a :class:`WorkerCrashedError`, without defining the class."""
+    cls = globals().get("WorkerCrashedError")
+    return cls is not None and isinstance(exc, cls)
 
 
 class TaskSerializationError(UnirunError, pickle.PicklingError):

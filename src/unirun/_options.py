@@ -29,6 +29,7 @@ RUN_OPTIONS: Final = frozenset(
         "task_timeout",
         "return_exceptions",
         "retries",
+        "retry_crashes",
         "progress",
         "max_in_flight",
         "chunksize",
@@ -133,6 +134,8 @@ def check_run_options(options: Mapping[str, Any]) -> None:
             raise TypeError(f"retries must be an int >= 0, got {retries!r}")
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries!r}")
+    if "retry_crashes" in options and not isinstance(options["retry_crashes"], bool):
+        raise TypeError(f"retry_crashes must be True or False, got {options['retry_crashes']!r}")
     if "chunksize" in options:
         chunksize = options["chunksize"]
         if chunksize != "auto":

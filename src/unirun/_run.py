@@ -37,6 +37,7 @@ class RunOptions:
     task_timeout: float | None = None
     return_exceptions: bool = False
     retries: int = 0
+    retry_crashes: bool = False
     progress: object = False
     max_in_flight: int | None = None
     chunksize: int | str = "auto"
@@ -132,6 +133,7 @@ def make_engine(
         timeout=opts.timeout,
         task_timeout=opts.task_timeout,
         retries=opts.retries,
+        retry_crashes=opts.retry_crashes,
         max_in_flight=opts.max_in_flight,
         chunksize=opts.chunksize,
         progress=progress,
@@ -227,8 +229,12 @@ def run_all(tasks: Iterable[Any], mode: str | Executor | None = None, **options:
             ``Executor``, which is used and left running. Left out: the mode of the
             innermost ``unirun.using()``, else ``"auto"``.
         **options: ``hint``, ``max_workers``, ``timeout``, ``task_timeout``,
-            ``return_exceptions``, ``retries``, ``progress``, ``max_in_flight``,
-            ``chunksize``; any other keyword configures the backend (``address=`` for dask).
+            ``return_exceptions``, ``retries``, ``retry_crashes``, ``progress``,
+            ``max_in_flight``, ``chunksize``; any other keyword configures the backend
+            (``address=`` for dask). ``retries`` gives a task that raised that many extra
+            attempts; a task whose worker process died is retried too only with
+            ``retry_crashes=True`` (a task that always kills its worker would otherwise
+            cost a worker per attempt); a timed-out task is never retried.
 
     Returns:
         One result per task, in input order; with ``return_exceptions=True`` a failed

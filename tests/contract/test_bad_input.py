@@ -26,6 +26,7 @@ def test_non_callable_task_names_its_index(backend: BackendBase, bad: object) ->
         ("timeout", "1", TypeError, "timeout must be a number"),
         ("hint", "gpu", ValueError, "hint must be 'cpu', 'io' or None"),
         ("retries", -1, ValueError, "retries must be >= 0"),
+        ("retry_crashes", 1, TypeError, "retry_crashes must be True or False"),
         ("max_in_flight", 0, ValueError, "max_in_flight must be greater than 0"),
         ("chunksize", 0, ValueError, "chunksize must be greater than 0"),
         ("progress", 3, TypeError, "progress must be"),

@@ -50,6 +50,12 @@ def pid_then_block(path: str, ignore_sigterm: bool = False) -> None:
     threading.Event().wait()
 
 
+def note_pid_then_crash(path: str) -> None:
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    os._exit(1)
+
+
 def crash_with_data(data: str) -> None:
     os._exit(1)
 
@@ -196,6 +202,36 @@ def test_os_exit_fails_only_that_task(pool: ProcessBackend) -> None:
     assert "exited with code 3" in str(error)
     # the pool healed
     assert pool.run_all([unirun.task(add, 1, 2)] * 4) == [3] * 4
+
+
+@pytest.mark.parametrize("retry_crashes", [False, True])
+def test_poison_task_with_retries(
+    pool: ProcessBackend, tmp_path: Path, retry_crashes: bool
+) -> None:
+    """#6, as SPEC reads it: ``retries`` is for tasks that raised; a crash is retried only
+    when asked for, each attempt on a fresh worker, with no respawn loop."""
+    attempts_file = tmp_path / "attempts"
+    tasks: list[unirun.Task[Any]] = [unirun.task(add, i, 1) for i in range(6)]
+    tasks.insert(3, unirun.task(note_pid_then_crash, str(attempts_file)))
+    start = time.monotonic()
+    out: list[Any] = pool.run_all(
+        tasks, retries=2, retry_crashes=retry_crashes, return_exceptions=True, chunksize=1
+    )
+    assert time.monotonic() - start < 30
+    assert out[:3] + out[4:] == [i + 1 for i in range(6)]  # the others finished
+    pids = attempts_file.read_text().split()
+    error = out[3]
+    assert isinstance(error, WorkerCrashedError)
+    assert error.task_index == 3
+    if retry_crashes:
+        assert len(pids) == 3
+        assert len(set(pids)) == 3, "each attempt must run on a fresh worker"
+        assert error.attempts == 3
+        assert "attempted on 3 workers, all died" in " ".join(getattr(error, "__notes__", []))
+    else:
+        assert len(pids) == 1
+        assert error.attempts == 1
+    assert pool.run_all([unirun.task(add, 1, 2)] * 2) == [3, 3]
 
 
 def test_sigkill_from_outside(pool: ProcessBackend, tmp_path: Path) -> None:

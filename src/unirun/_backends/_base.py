@@ -169,7 +169,8 @@ class BackendBase(_StdExecutor):
         """Run every task on this backend and return results in input order.
 
         Takes the options of :func:`unirun.run_all` (``timeout``, ``task_timeout``,
-        ``return_exceptions``, ``retries``, ``hint``, ``progress``, ``max_in_flight``).
+        ``return_exceptions``, ``retries``, ``retry_crashes``, ``hint``, ``progress``,
+        ``max_in_flight``).
         """
         from unirun._run import run_on
 

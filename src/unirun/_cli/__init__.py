@@ -78,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
         "--retries", type=int, default=0, metavar="N", help="extra attempts for a call that raised"
     )
     run.add_argument(
+        "--retry-crashes",
+        action="store_true",
+        help="let --retries also retry a call whose worker process died",
+    )
+    run.add_argument(
         "--progress", action="store_true", help="show a progress bar on stderr (unirun[progress])"
     )
     return parser

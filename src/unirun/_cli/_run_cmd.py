@@ -158,6 +158,7 @@ def _check_options(args: argparse.Namespace) -> dict[str, Any]:
         "timeout": args.timeout,
         "task_timeout": args.task_timeout,
         "retries": args.retries,
+        "retry_crashes": bool(args.retry_crashes),
         "progress": bool(args.progress),
         "return_exceptions": True,
     }
