@@ -12,6 +12,10 @@ import unirun
 heavy = [m for m in ("gevent", "distributed", "dask", "cloudpickle", "tqdm", "rich", "trio")
          if m in sys.modules]
 assert not heavy, heavy
+# the import-time budget (issue 7: <= 30 ms): these load on first use, not at import
+slow = [m for m in ("multiprocessing", "inspect", "dataclasses", "typing_extensions",
+                    "anyio", "asyncio", "difflib") if m in sys.modules]
+assert not slow, slow
 assert threading.active_count() == before, threading.enumerate()
 import multiprocessing
 assert not multiprocessing.active_children()

@@ -9,13 +9,10 @@ package (a bug inside unirun is never reported as "not installed").
 
 from __future__ import annotations
 
-import difflib
 import importlib
-import inspect
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from ._errors import BackendUnavailableError
 from ._executor import Executor
@@ -25,8 +22,7 @@ __all__ = ["backend_class", "check_mode", "factory_for", "register_backend", "va
 Factory = Callable[..., Executor]
 
 
-@dataclass(frozen=True)
-class _Builtin:
+class _Builtin(NamedTuple):  # not a dataclass: ``dataclasses`` costs 4 ms of import time
     module: str
     attr: str
     extra: str | None = None
@@ -118,6 +114,8 @@ def check_mode(mode: object) -> str:
     if mode in modes:
         return mode
     message = f"Unknown mode {mode!r}. Valid modes: {', '.join(modes)}."
+    import difflib  # only for the error message
+
     close = difflib.get_close_matches(mode.lower(), modes, n=1)
     if close:
         message += f" Did you mean {close[0]!r}?"
@@ -154,6 +152,8 @@ def factory_for(mode: str) -> Factory:
 
 def accepted_options(factory: Factory, options: dict[str, Any]) -> dict[str, Any]:
     """The subset of ``options`` that ``factory``'s signature accepts."""
+    import inspect  # not at import time: it costs a tenth of ``import unirun``
+
     try:
         params = inspect.signature(factory).parameters.values()
     except (TypeError, ValueError):

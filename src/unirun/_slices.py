@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
 from ._backends._base import BackendBase
@@ -107,7 +106,7 @@ def map_in_slices(
                 if not isinstance(value, (BrokenExecutor, TaskSerializationError)):
                     raise value
                 calls = [Call(fn, arg_tuples[i], index=i) for i in range(start, stop)]
-                results[start:stop] = general(calls, replace(opts, chunksize=1))
+                results[start:stop] = general(calls, opts._replace(chunksize=1))
                 continue
             values, failures = value
             results[start:stop] = values

@@ -19,9 +19,10 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Executor as _StdExecutor
 from concurrent.futures import Future
 from types import TracebackType
-from typing import Any, ClassVar, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar, final, overload
 
-from typing_extensions import ParamSpec, Self, final
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 from unirun._errors import TimeoutAction
 from unirun._options import check_max_workers
