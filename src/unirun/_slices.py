@@ -9,6 +9,11 @@ the input is instead cut into slices of argument tuples up front, as
 task whose worker runs the function over the whole slice. Per task, only C-level list
 work remains in the caller.
 
+On ``SerialBackend`` the same cut removes the engine's per-task bookkeeping from the
+caller's loop: each slice runs in the caller's thread, each task still in a context of its
+own, stopping at the first failure unless ``return_exceptions``; only without a whole-call
+``timeout``, which serial checks between tasks.
+
 A slice whose worker died, or that could not be pickled, is re-run task by task on the
 general path, so that only the culprit gets ``WorkerCrashedError`` or
 ``TaskSerializationError`` (its siblings may then run twice, as with any re-run after a
@@ -17,10 +22,11 @@ crash).
 
 from __future__ import annotations
 
+import contextvars
 import math
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeGuard
 
 from ._backends._base import BackendBase
 from ._engine import Engine, Router, add_note
@@ -53,6 +59,28 @@ def _run_slice(
     return results, failures
 
 
+def _run_slice_here(
+    fn: Callable[..., Any], arg_tuples: list[tuple[Any, ...]], fail_fast: bool
+) -> tuple[list[Any], list[tuple[int, BaseException, str]]]:
+    """Run ``fn`` over a slice in the caller's thread (serial): Ctrl-C is not an outcome,
+    and with ``fail_fast`` no task starts after a failure."""
+    results: list[Any] = []
+    failures: list[tuple[int, BaseException, str]] = []
+    append = results.append
+    copy_context = contextvars.copy_context
+    for position, args in enumerate(arg_tuples):
+        try:
+            append(copy_context().run(fn, *args))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            append(None)
+            failures.append((position, exc, ""))
+            if fail_fast:
+                break
+    return results, failures
+
+
 def slices_apply(router: Router, call: Call, opts: RunOptions) -> BackendBase | None:
     """The backend to slice ``map`` for, or None when the general path must be taken."""
     if (
@@ -67,7 +95,15 @@ def slices_apply(router: Router, call: Call, opts: RunOptions) -> BackendBase | 
     executor, _ = router.route(call)
     if isinstance(executor, BackendBase) and executor.supports_chunking:
         return executor
+    if _in_caller_thread(executor) and opts.timeout is None:
+        return executor
     return None
+
+
+def _in_caller_thread(executor: object) -> TypeGuard[BackendBase]:
+    from ._backends._serial import SerialBackend
+
+    return isinstance(executor, SerialBackend)
 
 
 def map_in_slices(
@@ -84,10 +120,17 @@ def map_in_slices(
         size = opts.chunksize
     else:
         size = min(_SLICE_MAX, max(1, math.ceil(n / (4 * executor.max_workers))))
-    slices = [
-        Call(_run_slice, (fn, arg_tuples[start : start + size]), index=start)
-        for start in range(0, n, size)
-    ]
+    if _in_caller_thread(executor):
+        fail_fast = not opts.return_exceptions
+        slices = [
+            Call(_run_slice_here, (fn, arg_tuples[start : start + size], fail_fast), index=start)
+            for start in range(0, n, size)
+        ]
+    else:
+        slices = [
+            Call(_run_slice, (fn, arg_tuples[start : start + size]), index=start)
+            for start in range(0, n, size)
+        ]
     engine = Engine(
         iter(slices),
         router,
