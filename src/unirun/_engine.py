@@ -341,7 +341,7 @@ class Engine:
             action = self._interrupt(flight, future, hard=True)
             error = TaskTimeoutError(
                 f"{call.describe()} ran longer than task_timeout={limit}s on mode "
-                f"{flight.mode!r} and was {action}"
+                f"{flight.mode!r} and {'' if action == 'overran' else 'was '}{action}"
                 + (
                     " (it cannot be stopped where it runs, e.g. in a thread: it runs on and"
                     " its result is discarded)"
