@@ -14,6 +14,7 @@ heavy = [m for m in ("gevent", "distributed", "dask", "cloudpickle", "tqdm", "ri
 assert not heavy, heavy
 # the import-time budget (issue 7: <= 30 ms): these load on first use, not at import
 slow = [m for m in ("multiprocessing", "inspect", "dataclasses", "typing_extensions",
+                    "concurrent.futures", "logging", "unirun._engine",
                     "anyio", "asyncio", "difflib") if m in sys.modules]
 assert not slow, slow
 assert threading.active_count() == before, threading.enumerate()

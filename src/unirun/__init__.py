@@ -20,12 +20,6 @@ from ._executor import Executor as Executor
 from ._options import using as using
 from ._registry import BACKEND_CLASSES as _BACKEND_CLASSES
 from ._registry import register_backend as register_backend
-from ._run import amap as amap
-from ._run import arun_all as arun_all
-from ._run import executor as executor
-from ._run import imap as imap
-from ._run import map as map
-from ._run import run_all as run_all
 from ._tasks import Task as Task
 from ._tasks import cpu_bound as cpu_bound
 from ._tasks import io_bound as io_bound
@@ -41,6 +35,12 @@ if TYPE_CHECKING:
     from ._choose import Choice as Choice
     from ._choose import choose_backend as choose_backend
     from ._errors import WorkerCrashedError as WorkerCrashedError
+    from ._run import amap as amap
+    from ._run import arun_all as arun_all
+    from ._run import executor as executor
+    from ._run import imap as imap
+    from ._run import map as map
+    from ._run import run_all as run_all
 
 __version__ = "0.1.0.dev0"
 
@@ -74,7 +74,20 @@ __all__ = [
 ]
 
 
+#: The front door, loaded on first use: the engine is half of a cold ``import unirun``,
+#: and a worker process, which imports the package too, never needs it.
+_FRONT_DOOR = frozenset({"amap", "arun_all", "executor", "imap", "map", "run_all"})
+
+
 def __getattr__(name: str) -> Any:
+    if name in _FRONT_DOOR:
+        from . import _run
+
+        for public in _FRONT_DOOR:
+            function: Any = getattr(_run, public)
+            function.__module__ = "unirun"
+            globals()[public] = function
+        return globals()[name]
     if name in ("Choice", "choose_backend"):  # the picker loads on first use
         from . import _choose
 

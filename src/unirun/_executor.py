@@ -7,11 +7,12 @@ Dask's ``ClientExecutor`` is an ``Executor`` too and can be passed as ``mode=``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from typing_extensions import Self
 
 __all__ = ["Executor"]

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import inspect
 import os
+import subprocess
 import sys
 import time
 import warnings
@@ -139,6 +140,30 @@ def test_no_worker_starts_before_work() -> None:
 
 
 # -- tasks ------------------------------------------------------------------------------------
+
+
+def test_a_worker_loads_only_what_it_needs(tmp_path: Path) -> None:
+    # start-up cost: a worker for sync tasks never imports asyncio, cloudpickle or the
+    # engine. In a fresh interpreter: under pytest, forkserver preloads pytest's __main__.
+    light = "import sys\ndef loaded():\n    return sorted(sys.modules)\n"
+    (tmp_path / "light.py").write_text(light)
+    script = (
+        "import unirun, light\n"
+        "if __name__ == '__main__':\n"
+        "    print(' '.join(unirun.run_all([light.loaded], mode='process')[0]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    modules = set(done.stdout.split())
+    assert "unirun._backends._worker" in modules
+    assert not {"asyncio", "cloudpickle", "unirun._engine", "unirun._run"} & modules
 
 
 def test_lambdas_and_closures_with_cloudpickle(pool: ProcessBackend) -> None:

@@ -20,10 +20,9 @@ the parent closed it (shutdown) or died.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
-import inspect
+import importlib.util
 import logging
 import os
 import pickle
@@ -32,7 +31,6 @@ import struct
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, NamedTuple
 
 from unirun._remote import format_remote
@@ -59,20 +57,19 @@ LOG: Final = 15  # payload: a pickled log record's attributes
 _PROTOCOL: Final = pickle.HIGHEST_PROTOCOL
 
 
-def _cloudpickle_dumps() -> Callable[[object], bytes] | None:
-    try:
+#: Whether functions can be sent by value (lambdas, closures, ``__main__`` functions work).
+HAVE_CLOUDPICKLE: Final = importlib.util.find_spec("cloudpickle") is not None
+_cloud_dumps: list[Callable[[object], bytes]] = []  # cloudpickle.dumps, once imported
+
+
+def _cloud(obj: object) -> bytes:
+    """cloudpickle, imported on first need: most calls never need it, and a worker that
+    imports it at start-up starts 5-10 ms later."""
+    if not _cloud_dumps:
         import cloudpickle
-    except ModuleNotFoundError as exc:
-        if exc.name != "cloudpickle":
-            raise
-        return None
-    dumps: Callable[[object], bytes] = cloudpickle.dumps
-    return dumps
 
-
-_CLOUD: Final = _cloudpickle_dumps()
-#: Whether functions are sent by value (lambdas, closures, ``__main__`` functions work).
-HAVE_CLOUDPICKLE: Final = _CLOUD is not None
+        _cloud_dumps.append(cloudpickle.dumps)
+    return _cloud_dumps[0](obj)
 
 
 def dumps(obj: object) -> bytes:
@@ -83,14 +80,14 @@ def dumps(obj: object) -> bytes:
     over for what the C pickler refuses (lambdas, closures) and for anything that refers
     to ``__main__``, which a worker cannot import from a ``-c`` script or a notebook.
     """
-    if _CLOUD is None:
+    if not HAVE_CLOUDPICKLE:
         return pickle.dumps(obj, _PROTOCOL)
     try:
         data = pickle.dumps(obj, _PROTOCOL)
     except Exception:
-        return _CLOUD(obj)
+        return _cloud(obj)
     if b"__main__" in data:
-        return _CLOUD(obj)
+        return _cloud(obj)
     return data
 
 
@@ -99,9 +96,9 @@ def dumps_value(obj: object) -> bytes:
     try:
         return pickle.dumps(obj, _PROTOCOL)
     except Exception:
-        if _CLOUD is None:
+        if not HAVE_CLOUDPICKLE:
             raise
-    return _CLOUD(obj)
+    return _cloud(obj)
 
 
 def encode_frame(task_id: int, kind: int, payload: bytes = b"") -> bytes:
@@ -299,6 +296,8 @@ def worker_main(task_conn: Any, result_conn: Any, life_conn: Any, config: Worker
         if not _start(task_fd, result_fd, config):
             return
         if config.async_concurrency > 1:
+            import asyncio  # only workers that run coroutines pay for it
+
             asyncio.run(_serve_async(task_fd, result_fd, config))
         else:
             _serve(task_fd, result_fd, config.max_tasks)
@@ -342,6 +341,10 @@ async def _serve_async(task_fd: int, result_fd: int, config: WorkerConfig) -> No
     Sync tasks (sent alone by the parent) run in a helper thread, so the loop keeps
     reading the pipe (and cancellations) meanwhile.
     """
+    import asyncio
+    import inspect
+    from concurrent.futures import ThreadPoolExecutor
+
     loop = asyncio.get_running_loop()
     os.set_blocking(task_fd, False)
     frames = FrameReader()
