@@ -166,6 +166,30 @@ def test_a_worker_loads_only_what_it_needs(tmp_path: Path) -> None:
     assert not {"asyncio", "cloudpickle", "unirun._engine", "unirun._run"} & modules
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forkserver is Linux's default")
+def test_forkserver_preloads_the_worker_module_and_keeps_the_users_list(tmp_path: Path) -> None:
+    script = (
+        "import multiprocessing as mp, sys\n"
+        "from multiprocessing import forkserver\n"
+        "import unirun\n"
+        "if __name__ == '__main__':\n"
+        "    mp.set_forkserver_preload(['json'])\n"
+        "    with unirun.ProcessBackend(1) as pool:\n"
+        "        assert pool.submit(abs, -1).result() == 1\n"
+        "    print(forkserver._forkserver._preload_modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['json', 'unirun._backends._worker']"
+
+
 def test_lambdas_and_closures_with_cloudpickle(pool: ProcessBackend) -> None:
     pytest.importorskip("cloudpickle")
     k = 10

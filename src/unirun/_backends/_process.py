@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import Future
 from multiprocessing.context import BaseContext
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from unirun._choose import available_cpus
 from unirun._errors import BackendUnavailableError, TaskSerializationError, TimeoutAction
@@ -107,6 +107,8 @@ class ProcessBackend(BackendBase):
                 f"this is Python {sys.version_info.major}.{sys.version_info.minor}"
             )
         self._ctx = _resolve_context(mp_context)
+        if self._ctx.get_start_method() == "forkserver":
+            _preload_worker_module()
         self._fork = self._ctx.get_start_method() == "fork"
         if self._fork:
             if max_tasks_per_child is not None:
@@ -202,6 +204,26 @@ def _pickle_hint() -> str:
             "pip install 'unirun[cloudpickle]'; or use mode='thread'"
         )
     return " Pass picklable functions and arguments, or use mode='thread'"
+
+
+def _preload_worker_module() -> None:
+    """Have the forkserver import the worker's module once, before it forks any worker.
+
+    Every worker, and every replacement after a crash, then starts with it loaded
+    (about 20 ms less each). Only while the server is not running yet, and keeping the
+    modules it already preloads (``__main__``, or the user's own list).
+    """
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    if server is None or getattr(server, "_forkserver_pid", None) is not None:
+        return
+    modules = list(getattr(server, "_preload_modules", ["__main__"]))
+    if _WORKER_MODULE not in modules:
+        server.set_forkserver_preload([*modules, _WORKER_MODULE])
+
+
+_WORKER_MODULE: Final = "unirun._backends._worker"
 
 
 def _resolve_context(mp_context: BaseContext | str | None) -> BaseContext:
