@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -298,3 +300,135 @@ def test_blocking_sync_tasks_overlap() -> None:
     with AsyncioBackend(max_workers=4) as ex:
         out = ex.run_all([barrier.wait for _ in range(4)])
     assert sorted(out) == [0, 1, 2, 3]
+
+
+# -- a coroutine that blocks the loop (FAULTS #15; the xfail-free storm test has the main case)
+
+
+def _blocked_loop_reports(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "blocked the event loop" in r.getMessage()]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_blocking_coroutine_that_returns_soon_after_its_timeout_overran(
+    loop: Literal["asyncio", "trio"], caplog: pytest.LogCaptureFixture
+) -> None:
+    # it holds the loop 0.05 s past task_timeout, within the 0.2 s the cancellation is given
+    # to land: it returned, so it overran (its result discarded), as on serial. One slot,
+    # so the sibling starts after (trio may start it first, and then it overruns too).
+    async def hold_the_loop() -> str:
+        time.sleep(0.25)
+        return "late"
+
+    with (
+        caplog.at_level(logging.WARNING, logger="unirun"),
+        AsyncioBackend(max_workers=1, backend=loop) as ex,
+    ):
+        out: list[Any] = ex.run_all(
+            [unirun.task(hold_the_loop), unirun.task(_anyio_sleep, 0.01, "sibling")],
+            task_timeout=0.2,
+            return_exceptions=True,
+        )
+    assert isinstance(out[0], unirun.TaskTimeoutError)
+    assert out[0].action == "overran"
+    assert out[1] == "sibling"
+    assert "could not be cancelled" not in caplog.text  # nothing was abandoned
+
+
+def test_a_waiting_coroutine_is_cancelled_while_another_blocks_the_loop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # asyncio knows which coroutine holds the loop: only that one is abandoned, and the
+    # report names it; the one waiting at an await is cancelled once the loop is free
+    import anyio
+
+    cancelled = threading.Event()
+
+    async def waiting() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    async def hold_the_loop() -> str:
+        time.sleep(1.0)
+        return "late"
+
+    with caplog.at_level(logging.WARNING, logger="unirun"), AsyncioBackend(max_workers=4) as ex:
+        out: list[Any] = ex.run_all(
+            [unirun.task(waiting), unirun.task(hold_the_loop), unirun.task(identity, 3)],
+            task_timeout=0.3,
+            return_exceptions=True,
+        )
+    assert [type(o) for o in out] == [unirun.TaskTimeoutError, unirun.TaskTimeoutError, int]
+    assert (out[0].action, out[1].action, out[2]) == ("cancelled", "abandoned", 3)
+    assert cancelled.wait(5)
+    reports = _blocked_loop_reports(caplog)
+    assert len(reports) == 1, caplog.text
+    assert re.match(
+        r"unirun: task 1 \(.*hold_the_loop\) blocked the event loop .* for 1\.\d s", reports[0]
+    )
+
+
+def test_a_coroutine_blocking_the_trio_loop_is_abandoned_and_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # trio does not say which coroutine holds the loop: every coroutine whose timeout passes
+    # while it is blocked is abandoned (as on gevent). One slot, so the sibling starts after.
+    async def hold_the_loop() -> str:
+        time.sleep(1.0)
+        return "late"
+
+    with (
+        caplog.at_level(logging.WARNING, logger="unirun"),
+        AsyncioBackend(max_workers=1, backend="trio") as ex,
+    ):
+        out: list[Any] = ex.run_all(
+            [unirun.task(hold_the_loop), unirun.task(_anyio_sleep, 0.01, "sibling")],
+            task_timeout=0.3,
+            return_exceptions=True,
+        )
+    assert isinstance(out[0], unirun.TaskTimeoutError)
+    assert out[0].action == "abandoned"
+    assert out[1] == "sibling"
+    assert "task 0 (test_a_coroutine_blocking_the_trio_loop" in caplog.text
+    assert "could not be cancelled" in caplog.text
+    assert re.search(r"blocked the event loop .* for 1\.\d s", caplog.text), caplog.text
+
+
+def test_whole_call_timeout_while_a_coroutine_blocks_the_loop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # FAULTS #15 as written: the whole-call timeout is raised on time (from the caller's
+    # thread), and the block is reported once it ends
+    async def hold_the_loop() -> str:
+        time.sleep(1.0)
+        return "late"
+
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="unirun"), AsyncioBackend(max_workers=4) as ex:
+        with pytest.raises(TimeoutError):
+            ex.run_all([unirun.task(hold_the_loop)], timeout=0.3)
+        assert time.monotonic() - start < 0.9  # raised while the loop was still blocked
+    assert time.monotonic() - start < 4
+    reports = _blocked_loop_reports(caplog)
+    assert len(reports) == 1, caplog.text
+    assert re.match(
+        r"unirun: task 0 \(.*hold_the_loop\) blocked the event loop .* for 1\.\d s", reports[0]
+    )
+
+
+def test_no_report_for_coroutines_that_do_not_block(
+    backend: AsyncioBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    import anyio
+
+    async def stuck() -> None:
+        await anyio.sleep_forever()
+
+    with caplog.at_level(logging.DEBUG, logger="unirun"):
+        out: list[Any] = backend.run_all(
+            [unirun.task(stuck) for _ in range(20)], task_timeout=0.1, return_exceptions=True
+        )
+    assert {o.action for o in out} == {"cancelled"}
+    assert "block" not in caplog.text

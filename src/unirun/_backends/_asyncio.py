@@ -20,6 +20,16 @@ no task group, no semaphore, no per-task thread hop (see ``benchmarks/bench_asyn
 The future of an async task stays *pending* until the coroutine finishes, as the futures
 of ``asyncio.run_coroutine_threadsafe`` and anyio's ``BlockingPortal.start_task_soon`` do:
 ``future.cancel()`` cancels the coroutine even while it runs.
+
+A coroutine that blocks the loop (``time.sleep``, CPU work inside ``async def``) cannot be
+cancelled until it next awaits. When a timeout finds a coroutine in the middle of a step,
+``_interrupt`` posts a probe callback to the loop and gives it ``_CANCEL_GRACE`` seconds:
+answered, the loop is free (the task is ``"cancelled"``, or ``"overran"`` if it returned
+meanwhile); not answered, the task is ``"abandoned"`` and logged, as GeventBackend does for
+a greenlet that blocks its hub. While tasks run, a heartbeat notes every ``_BEAT`` s that
+the loop is alive, so when the probe is answered the block is measured and logged
+(``blocked the event loop for 1.0 s``) with the task that caused it: asyncio's own
+slow-callback report, without debug mode and its per-step cost.
 """
 
 from __future__ import annotations
@@ -42,7 +52,7 @@ from typing import Any, ClassVar, Final, Literal
 import anyio
 
 from unirun._errors import BackendUnavailableError, TimeoutAction
-from unirun._tasks import Call, close_coroutines
+from unirun._tasks import Call, _callable_name, close_coroutines
 from unirun._warm import nesting_depth
 
 from ._base import BackendBase
@@ -55,9 +65,43 @@ _counter = itertools.count()
 
 #: Most threads for the sync tasks of one AsyncioBackend (anyio's default thread limit).
 SYNC_THREADS: Final = 40
+#: How long a timed-out coroutine caught in the middle of a step may keep the loop busy
+#: before it is reported as abandoned (GeventBackend waits as long for a kill to land).
+_CANCEL_GRACE: Final = 0.2
+#: How often the loop notes that it is alive while tasks run (seconds).
+_BEAT: Final = 0.05
+#: A step longer than this is a blocked loop (asyncio's default slow_callback_duration).
+_SLOW_STEP: Final = 0.1
+_ADVICE: Final = (
+    "time.sleep, a lock, CPU work or another blocking call inside async def; await instead "
+    "(asyncio.sleep), or move the blocking part to a thread (asyncio.to_thread, "
+    "anyio.to_thread.run_sync, or a sync task)"
+)
 _LOOPS: Final = ("asyncio", "trio")
 
 _Item = tuple[Future[Any], Call, contextvars.Context]
+
+
+def _named(call: Call) -> str:
+    """``task 3 ('name')``, or ``task 3 (fetch)`` after the function: for logs, which
+    (unlike a task's slot) do not say which task they are about."""
+    return call.describe() if call.name else f"{call.describe()} ({_callable_name(call.fn)})"
+
+
+class _Probe:
+    """A callback posted to the loop, to learn whether (and when) it is free again."""
+
+    __slots__ = ("answered", "blocker", "posted_at", "since")
+
+    def __init__(self, blocker: str | None, since: float) -> None:
+        self.answered = threading.Event()
+        self.blocker = blocker  # what is thought to block the loop, when known
+        self.since = since  # the loop was last seen alive then
+        self.posted_at = time.monotonic()
+
+    def wait(self) -> bool:
+        """Wait for the answer until ``_CANCEL_GRACE`` after posting; True if it came."""
+        return self.answered.wait(max(0.0, self.posted_at + _CANCEL_GRACE - time.monotonic()))
 
 
 def default_concurrency() -> int:
@@ -88,8 +132,11 @@ class AsyncioBackend(BackendBase):
 
     ``task_timeout``, ``timeout`` and fail-fast cancel running coroutines
     (``TaskTimeoutError.action == "cancelled"``); a sync task already running in a thread
-    cannot be stopped and is ``"abandoned"``. ``shutdown(cancel_futures=True)`` cancels
-    queued tasks *and* running coroutines.
+    cannot be stopped and is ``"abandoned"``. So is a coroutine that blocks the event loop
+    (``time.sleep`` inside ``async def``) past ``task_timeout``: it runs on until it next
+    awaits, its result is discarded, and a warning on the ``unirun`` logger names it and
+    says how long it blocked the loop (``"overran"`` if it returned within 0.2 s).
+    ``shutdown(cancel_futures=True)`` cancels queued tasks *and* running coroutines.
 
     Inside async code, ``await backend.arun_all(...)`` runs the async tasks in the
     caller's own loop instead (see :func:`unirun.arun_all`).
@@ -144,6 +191,13 @@ class AsyncioBackend(BackendBase):
         # launched calls: future -> (asyncio.Task, or trio's CancelScope once started; call)
         self._tasks: dict[Future[Any], tuple[Any, Call]] = {}
         self._stopping = False
+        # blocked-loop detection (see the module docstring)
+        self._loop: asyncio.AbstractEventLoop | None = None  # asyncio only
+        self._start_soon: Callable[[Callable[[], Any]], Any] | None = None
+        self._beating = False  # loop thread: a heartbeat task runs
+        self._beat_task: Any = None  # a reference, so the asyncio task is not collected
+        self._beat_at = 0.0  # written by the heartbeat, read from any thread
+        self._probe: _Probe | None = None  # under _lock: the one probe not yet answered
 
     @property
     def loop_backend(self) -> str:
@@ -183,8 +237,91 @@ class AsyncioBackend(BackendBase):
             if threads is None:
                 return super()._interrupt(future, call, hard)
             return threads._interrupt(future, call, hard)
-        future.cancel()  # _future_done cancels the coroutine on the loop
-        return "cancelled"
+        probe = self._probe_if_running(future, call) if hard else None
+        if probe is not None and not probe.wait():
+            # The loop did not take the probe: this coroutine (or, on trio, maybe another
+            # one) blocks it, so the cancellation cannot land before it next awaits.
+            if future.cancel():  # _future_done cancels the coroutine on the loop
+                logger.warning(
+                    "unirun: %s could not be cancelled within %ss: %s the event loop of %r "
+                    "(%s). It is abandoned: it runs on until it next awaits, and its result "
+                    "is discarded.",
+                    _named(call),
+                    _CANCEL_GRACE,
+                    "it is blocking" if probe.blocker else "a task is blocking",
+                    self,
+                    _ADVICE,
+                )
+                return "abandoned"
+        elif future.cancel():
+            return "cancelled"
+        # It returned since the engine found it past task_timeout (a coroutine that held
+        # the loop until it ended, typically): it could not be interrupted and finished late.
+        return "overran"
+
+    def _probe_if_running(self, future: Future[Any], call: Call) -> _Probe | None:
+        """A probe of the loop to wait for, when ``call`` may be running a step right now.
+
+        On asyncio the loop's current task says which coroutine runs a step: when it is
+        another one, this one sits at an await and its cancellation lands as soon as the
+        loop is free (a long step of the other one is reported once it ends, not waited
+        for). On trio nothing says so, and every timed-out coroutine is probed.
+        """
+        thread = self._thread
+        if thread is None or threading.current_thread() is thread or not thread.is_alive():
+            return None  # never started, or ended; or called on the loop: it is free
+        loop = self._loop
+        if loop is None:
+            return self._post_probe(None, self._beat_at)
+        running = asyncio.current_task(loop)
+        if running is None:
+            return None
+        entry = self._tasks.get(future)
+        if entry is not None and entry[0] is running:
+            return self._post_probe(_named(call), max(self._beat_at, call.started_at or 0))
+        if time.monotonic() - self._beat_at > _BEAT + _SLOW_STEP:
+            self._post_probe(self._describe(running), self._beat_at)  # report it, later
+        return None
+
+    def _describe(self, task: asyncio.Task[Any]) -> str:
+        for _, (handle, call) in list(self._tasks.items()):
+            if handle is task:
+                return _named(call)
+        return f"asyncio task {task.get_name()!r} ({task.get_coro()!r})"
+
+    def _post_probe(self, blocker: str | None, since: float) -> _Probe | None:
+        """Post a probe to the loop, or return the one posted and not yet answered."""
+        with self._lock:
+            probe = self._probe
+            if probe is not None:
+                return probe
+            probe = self._probe = _Probe(blocker, since)
+        assert self._call_soon is not None
+        try:
+            self._call_soon(self._answer_probe, probe)
+        except RuntimeError:  # the loop already ended
+            with self._lock:
+                self._probe = None
+            return None
+        return probe
+
+    def _answer_probe(self, probe: _Probe) -> None:
+        # loop thread: the loop is free again; say how long it was not, if that was long
+        now = time.monotonic()
+        with self._lock:
+            if self._probe is probe:
+                self._probe = None
+        probe.answered.set()
+        blocked = now - probe.since
+        if blocked > _BEAT + _SLOW_STEP:
+            logger.warning(
+                "unirun: %s blocked the event loop of %r for %.1f s (%s). Timeouts could "
+                "not cancel it meanwhile, and the loop's other tasks waited.",
+                probe.blocker or "a task",
+                self,
+                blocked,
+                _ADVICE,
+            )
 
     def _shutdown_workers(self, wait: bool, cancel_futures: bool) -> None:
         with self._lock:
@@ -244,6 +381,8 @@ class AsyncioBackend(BackendBase):
             loop = asyncio.get_running_loop()
             self._call_soon = loop.call_soon_threadsafe
             self._spawn = self._spawn_asyncio(loop)
+            self._loop = loop
+            self._start_soon = lambda fn: loop.create_task(fn())
             ready.set()
             await self._stop.wait()
             return
@@ -258,6 +397,7 @@ class AsyncioBackend(BackendBase):
                 item[2].run(start_soon, run, item[0], item[1])
 
             self._spawn = spawn
+            self._start_soon = start_soon
             ready.set()
             await self._stop.wait()
 
@@ -299,6 +439,33 @@ class AsyncioBackend(BackendBase):
             close_coroutines([call])
             if future.set_running_or_notify_cancel():
                 future.set_exception(exc)
+            return
+        if not self._beating:
+            self._start_heartbeat()
+
+    def _start_heartbeat(self) -> None:
+        assert self._start_soon is not None
+        self._beat_at = time.monotonic()
+        try:  # in an empty context: no task's context variables are kept alive by it
+            self._beat_task = contextvars.Context().run(self._start_soon, self._heartbeat)
+        except RuntimeError:  # the loop is closing: nothing to measure
+            return
+        self._beating = True
+
+    async def _heartbeat(self) -> None:
+        """Note the time every ``_BEAT`` s while tasks run: a probe measures a block of the
+        loop from the last beat before it. Two dozen cheap wake-ups a second, no per-step
+        cost; it ends when the last task does (or at shutdown)."""
+        stop = self._stop
+        assert stop is not None
+        try:
+            while self._running and not stop.is_set():
+                self._beat_at = time.monotonic()
+                with anyio.move_on_after(_BEAT):
+                    await stop.wait()
+        finally:
+            self._beating = False
+            self._beat_task = None
 
     def _finished(self, future: Future[Any]) -> None:
         self._tasks.pop(future, None)
