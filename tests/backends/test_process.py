@@ -190,6 +190,44 @@ def test_forkserver_preloads_the_worker_module_and_keeps_the_users_list(tmp_path
     assert done.stdout.strip() == "['json', 'unirun._backends._worker']"
 
 
+MAIN_SCRIPT = """
+import unirun
+
+class Box:
+    def __init__(self, data):
+        self.data = data
+
+def size(box):
+    return len(box.data)
+
+if __name__ == "__main__":
+    def guarded(data):  # not importable from a worker: __main__ runs as __mp_main__
+        return len(data)
+
+    big = b"x" * (4 << 20)
+    print(unirun.run_all([unirun.task(size, Box(big)), unirun.task(guarded, big)],
+                         mode="process", max_workers=1))
+"""
+
+
+@pytest.mark.parametrize("how", ["file", "-c"])
+def test_functions_and_classes_of_main_reach_the_worker(tmp_path: Path, how: str) -> None:
+    pytest.importorskip("cloudpickle")
+    script = tmp_path / "main.py"
+    script.write_text(MAIN_SCRIPT)
+    argv = [str(script)] if how == "file" else ["-c", MAIN_SCRIPT]
+    done = subprocess.run(
+        [sys.executable, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[4194304,", "4194304]"]
+
+
 def test_lambdas_and_closures_with_cloudpickle(pool: ProcessBackend) -> None:
     pytest.importorskip("cloudpickle")
     k = 10

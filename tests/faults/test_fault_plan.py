@@ -9,7 +9,6 @@ stayed usable); nothing leaks (the autouse ``no_leaks`` fixture, over the whole 
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -20,6 +19,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import unirun
+from tests.faults.plan_tasks import LockedError, act
 from unirun import TaskSerializationError, TaskTimeoutError, WorkerCrashedError
 from unirun._backends._base import BackendBase
 
@@ -51,38 +51,10 @@ HANG_ACTION = {
 TASK_TIMEOUT = 0.5
 
 
-class LockedError(Exception):
-    """An exception that cannot be pickled (it holds a lock)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.lock = threading.Lock()
-
-
 class _Gate:
     """Thread-mode hangs block here until the example is over (then they are released)."""
 
     event = threading.Event()
-
-
-def act(i: int, action: str) -> Any:
-    if action == "ok":
-        return i * i
-    if action == "raise":
-        raise ValueError(f"planned failure {i}")
-    if action == "exit":
-        sys.exit(i + 10)
-    if action == "unpicklable-result":
-        return threading.Lock()
-    if action == "unpicklable-error":
-        raise LockedError(f"locked {i}")
-    if action == "crash":
-        os._exit(3)
-    if action == "sigkill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    if action == "hang":
-        threading.Event().wait()  # in a worker process, which is killed
-    raise AssertionError(action)
 
 
 def thread_hang() -> None:

@@ -48,6 +48,7 @@ from ._process_outcomes import Settle, crash_error, decode, set_outcomes
 from ._process_workers import Job, Worker, launch
 from ._worker import (
     CANCEL,
+    HEADER,
     INIT_FAILED,
     LOG,
     READY,
@@ -312,9 +313,11 @@ class PoolManager:
                 job.running = True
             job.worker = worker
             job.offset = worker.queued
-            frame = encode_frame(job.task_id, RUN_ASYNC if job.is_async else RUN_SYNC, job.payload)
-            worker.out.append(memoryview(frame))
-            worker.queued += len(frame)
+            kind = RUN_ASYNC if job.is_async else RUN_SYNC
+            header = HEADER.pack(len(job.payload), job.task_id, kind)
+            worker.out.append(memoryview(header))
+            worker.out.append(memoryview(job.payload))  # not copied behind the header
+            worker.queued += len(header) + len(job.payload)
             worker.jobs[job.task_id] = job
             self._jobs[job.task_id] = job
             worker.dispatched += 1

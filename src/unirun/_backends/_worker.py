@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import io
 import logging
 import os
 import pickle
@@ -72,23 +73,44 @@ def _cloud(obj: object) -> bytes:
     return _cloud_dumps[0](obj)
 
 
+class _RefersToMain(Exception):
+    """Raised by :class:`_MainSpotter` to hand the call to cloudpickle."""
+
+
+class _MainSpotter(pickle.Pickler):
+    """The C pickler, stopped at the first object of ``__main__``.
+
+    ``reducer_override`` runs only for objects that are not of a built-in atomic type
+    (functions, classes, instances), so a call with a large ``bytes`` argument is not
+    scanned byte by byte as searching the pickle for ``b"__main__"`` would.
+    """
+
+    def reducer_override(self, obj: object) -> Any:
+        module = getattr(obj, "__module__", None)
+        if not isinstance(module, str):
+            module = getattr(type(obj), "__module__", None)
+        if module == "__main__":
+            raise _RefersToMain
+        return NotImplemented
+
+
 def dumps(obj: object) -> bytes:
     """Pickle a call (``fn``, ``args``, ``kwargs``) or an initializer: by value where needed.
 
     The C pickler goes first: it is faster, and it sends importable functions by reference
     so the worker's tracebacks keep their source lines. cloudpickle (when installed) takes
     over for what the C pickler refuses (lambdas, closures) and for anything that refers
-    to ``__main__``, which a worker cannot import from a ``-c`` script or a notebook.
+    to ``__main__``, which a worker cannot import from a ``-c`` script, a notebook, or a
+    function defined under ``if __name__ == "__main__":``.
     """
     if not HAVE_CLOUDPICKLE:
         return pickle.dumps(obj, _PROTOCOL)
+    buffer = io.BytesIO()
     try:
-        data = pickle.dumps(obj, _PROTOCOL)
-    except Exception:
+        _MainSpotter(buffer, _PROTOCOL).dump(obj)
+    except Exception:  # _RefersToMain, or what the C pickler refuses (a lambda)
         return _cloud(obj)
-    if b"__main__" in data:
-        return _cloud(obj)
-    return data
+    return buffer.getvalue()
 
 
 def dumps_value(obj: object) -> bytes:
@@ -129,7 +151,9 @@ class FrameReader:
             end = start + size + length
             if len(buf) < end:
                 break
-            yield Frame(task_id, kind, bytes(buf[start + size : end]))
+            with memoryview(buf) as view:  # one copy of the payload, not two
+                payload = bytes(view[start + size : end])
+            yield Frame(task_id, kind, payload)
             start = end
         if start:
             del buf[:start]
