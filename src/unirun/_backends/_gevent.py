@@ -19,6 +19,13 @@ Only the hub's thread touches the greenlets; other threads post callbacks to it.
 greenlet (``task_timeout``, fail-fast, whole-call timeout) gets ``GreenletExit`` at its
 next switch; a task's exceptions, ``KeyboardInterrupt`` and ``SystemExit`` included, are
 caught inside the greenlet and become its future's outcome, so the hub never prints them.
+
+Ctrl-C is not a task's exception. Patched, the greenlets share the main thread, where Python
+runs signal handlers, so a SIGINT can land in a task greenlet's own code. While greenlets
+run there, :func:`_on_sigint` stands in for ``signal.default_int_handler`` (as
+``asyncio.run`` does): a SIGINT landing in a task greenlet or in the hub is thrown into the
+hub's parent, the main greenlet, as gevent does with a greenlet's ``KeyboardInterrupt``,
+and the interrupted task is killed.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import inspect
 import itertools
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -40,11 +48,13 @@ import warnings
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
+from types import FrameType
 from typing import Any, ClassVar, Final
 
 import gevent.event
 import gevent.monkey
 from gevent import Greenlet, GreenletExit
+from gevent.hub import Hub
 
 from unirun._backends._base import BackendBase
 from unirun._errors import TimeoutAction
@@ -68,6 +78,12 @@ _warned_lock = gevent.monkey.get_original("_thread", "allocate_lock")()
 _warned = False
 
 _Item = tuple[Future[Any], Call, contextvars.Context]
+
+#: Cooperative backends with greenlets running on the main thread: while there are any,
+#: :func:`_on_sigint` is the SIGINT handler. Written by the main thread only: no lock.
+_sigint_users = 0
+#: The main thread's real ident, once a hold succeeded there (no other thread may hold).
+_sigint_thread: int | None = None
 
 
 class GeventNotPatchedWarning(RuntimeWarning):
@@ -126,6 +142,92 @@ class _Capabilities:
 
 def _noop() -> None:
     return None
+
+
+class _TaskGreenlet(Greenlet):  # type: ignore[misc]
+    """The greenlet of one task (what :func:`_on_sigint` looks for)."""
+
+
+#: Code that must not get an exception between two of its lines: a lock, a queue or a
+#: future could stay locked for good, unirun's bookkeeping hold a pool slot. Patched, even
+#: locks are Python code. (Prefixes end with a dot.)
+_MACHINERY: Final = ("threading", "queue", "concurrent.futures.", "gevent.", "unirun.")
+
+
+def _in_machinery(frame: FrameType | None) -> bool:
+    name = "" if frame is None else str(frame.f_globals.get("__name__", ""))
+    return frame is None or any(
+        name.startswith(m) if m.endswith(".") else name == m for m in _MACHINERY
+    )
+
+
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    """``signal.default_int_handler``, except that Ctrl-C is never a task's exception.
+
+    Landing in a task greenlet (that runs Python code) or in the hub, the
+    ``KeyboardInterrupt`` is thrown into the hub's parent, the main greenlet, where gevent
+    sends a greenlet's ``KeyboardInterrupt`` and where the caller waits; raised here, it
+    would be that task's outcome, or the hub would print a traceback. The hub resumes as
+    if nothing happened when next switched to. The task resumes when the hub next runs
+    (say in gevent's own shutdown at exit) with ``GreenletExit`` where it was interrupted,
+    as it would have had ``KeyboardInterrupt`` there without unirun: a CPU-bound task does
+    not run on. Elsewhere the ``KeyboardInterrupt`` is raised in place, as by the default
+    handler.
+
+    Except inside :data:`_MACHINERY`: nothing is interrupted there. The task, the caller
+    or whichever greenlet it is goes on to its next switch (the caller's is near: its
+    engine soon waits), and the ``KeyboardInterrupt`` is thrown in when the hub next runs:
+    into the main greenlet for a task, into that greenlet for any other.
+
+    A task's own ``raise KeyboardInterrupt`` never comes here: it stays its outcome.
+    """
+    current = gevent.getcurrent()
+    if isinstance(current, Hub):
+        current.parent.throw(KeyboardInterrupt)  # the hub stays suspended here meanwhile
+        return
+    task = isinstance(current, _TaskGreenlet)
+    if not _in_machinery(frame):
+        if not task:
+            raise KeyboardInterrupt
+        hub = current.parent
+        hub.loop.run_callback(current.throw)  # GreenletExit, here
+        hub.parent.throw(KeyboardInterrupt)
+    elif task:
+        current.parent.loop.run_callback(current.parent.parent.throw, KeyboardInterrupt)
+    elif current.parent is None or isinstance(current, Greenlet):  # a main greenlet or
+        gevent.get_hub().loop.run_callback(current.throw, KeyboardInterrupt)  # gevent's
+    else:
+        raise KeyboardInterrupt
+
+
+def _hold_sigint() -> bool:
+    """Put :func:`_on_sigint` in place of the default SIGINT handler; whether it is held.
+
+    Only over ``signal.default_int_handler``: another handler is the program's own, and
+    outside the main thread ``signal.signal`` refuses (no signal lands there anyway).
+    """
+    global _sigint_users, _sigint_thread
+    me = _real_get_ident()
+    if _sigint_thread not in (None, me):
+        return False
+    if _sigint_users == 0:
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return False
+        try:
+            signal.signal(signal.SIGINT, _on_sigint)
+        except ValueError:  # not the main thread (of the main interpreter)
+            return False
+        _sigint_thread = me
+    _sigint_users += 1
+    return True
+
+
+def _release_sigint() -> None:
+    """Undo :func:`_hold_sigint`; a handler the program set meanwhile stays."""
+    global _sigint_users
+    _sigint_users -= 1
+    if _sigint_users == 0 and signal.getsignal(signal.SIGINT) is _on_sigint:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _run_call(call: Call) -> Any:
@@ -191,6 +293,8 @@ class GeventBackend(BackendBase):
         self._stopped: Any = None  # gevent.event.Event, set when closing and idle
         self._kill_acks: dict[Future[Any], threading.Event] = {}
         self._stalled = False  # a kill went unconfirmed and the hub has not run since
+        self._busy = False  # hub thread only: greenlets are running (cooperative only)
+        self._holds_sigint = False  # hub thread only: see _hold_sigint
 
     def _default_workers(self) -> int:
         return DEFAULT_WORKERS
@@ -291,9 +395,19 @@ class GeventBackend(BackendBase):
                 future, call, ctx = self._pending.popleft()
             if future.cancelled():
                 continue
-            greenlet = Greenlet(self._run_one, future, call, ctx)
+            greenlet = _TaskGreenlet(self._run_one, future, call, ctx)
             self._running[future] = greenlet
             greenlet.start()
+        busy = bool(self._running)
+        if self._cooperative and busy != self._busy:
+            # Greenlets on the caller's thread, maybe the main one: while any runs, Ctrl-C
+            # could land in a task's own code (see _on_sigint)
+            self._busy = busy
+            if busy:
+                self._holds_sigint = _hold_sigint()
+            elif self._holds_sigint:
+                self._holds_sigint = False
+                _release_sigint()
         self._stop_if_idle()
 
     def _run_one(self, future: Future[Any], call: Call, ctx: contextvars.Context) -> None:
