@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .measure import Metrics, Params, memory
+from .measure import Metrics, Params, memory, require
 from .pools import ASYNC_RUNNERS, RUNNERS
 from .tasks import asleep, block, fetch, fetch_async
 
@@ -48,6 +48,12 @@ def async_sleeps(p: Params) -> dict[str, Variant]:
             metrics: Metrics = {}
             # unirun needs to be told: its default bounds the coroutines running at once
             workers = n if name == "unirun-asyncio" else None
+            # libraries are imported before the measurement, as asyncio is for gather:
+            # the figure is the memory of the batch (about 2 KiB per task), not of imports
+            if name == "unirun-asyncio":
+                require("asyncio")
+            elif name == "anyio-tg":
+                import anyio  # noqa: F401
             with memory(metrics, trace=trace):
                 metrics.update(ASYNC_RUNNERS[name](asleep, args, args, warm=False, workers=workers))
             return metrics

@@ -251,12 +251,26 @@ def run_all(tasks: Iterable[Any], mode: str | Executor | None = None, **options:
     return _collect(router, tasks, opts)
 
 
+@overload
+def map(
+    fn: Callable[..., Awaitable[T]],
+    *iterables: Iterable[Any],
+    mode: str | Executor | None = None,
+    **options: Any,
+) -> list[T]: ...
+@overload
 def map(
     fn: Callable[..., T],
     *iterables: Iterable[Any],
     mode: str | Executor | None = None,
     **options: Any,
-) -> list[T]:
+) -> list[T]: ...
+def map(
+    fn: Callable[..., Any],
+    *iterables: Iterable[Any],
+    mode: str | Executor | None = None,
+    **options: Any,
+) -> list[Any]:
     """``run_all`` of ``fn(*args)`` for each tuple of the zipped ``iterables``.
 
     Takes the options of :func:`run_all`; ``chunksize`` (an int or ``"auto"``, the
@@ -282,13 +296,29 @@ def map(
     return _collect(router, calls, opts)
 
 
+@overload
+def imap(
+    fn: Callable[..., Awaitable[T]],
+    *iterables: Iterable[Any],
+    mode: str | Executor | None = None,
+    ordered: bool = True,
+    **options: Any,
+) -> Iterator[T]: ...
+@overload
 def imap(
     fn: Callable[..., T],
     *iterables: Iterable[Any],
     mode: str | Executor | None = None,
     ordered: bool = True,
     **options: Any,
-) -> Iterator[T]:
+) -> Iterator[T]: ...
+def imap(
+    fn: Callable[..., Any],
+    *iterables: Iterable[Any],
+    mode: str | Executor | None = None,
+    ordered: bool = True,
+    **options: Any,
+) -> Iterator[Any]:
     """Lazily yield ``fn(*args)`` for the zipped ``iterables``, a bounded number in flight.
 
     The input is consumed as results are taken, keeping at most ``max_in_flight`` tasks
@@ -326,12 +356,26 @@ async def arun_all(
     return await _acollect(router, tasks, opts)
 
 
+@overload
+async def amap(
+    fn: Callable[..., Awaitable[T]],
+    *iterables: Iterable[Any],
+    mode: str | Executor | None = None,
+    **options: Any,
+) -> list[T]: ...
+@overload
 async def amap(
     fn: Callable[..., T],
     *iterables: Iterable[Any],
     mode: str | Executor | None = None,
     **options: Any,
-) -> list[T]:
+) -> list[T]: ...
+async def amap(
+    fn: Callable[..., Any],
+    *iterables: Iterable[Any],
+    mode: str | Executor | None = None,
+    **options: Any,
+) -> list[Any]:
     """The awaitable form of :func:`map`."""
     if not callable(fn):
         raise TypeError(f"amap() needs a callable, got {fn!r}")

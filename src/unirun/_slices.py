@@ -85,7 +85,6 @@ def slices_apply(router: Router, call: Call, opts: RunOptions) -> BackendBase | 
     """The backend to slice ``map`` for, or None when the general path must be taken."""
     if (
         router.mode == "auto"  # auto decides per task; it may not batch at all
-        or call.is_async
         or opts.task_timeout is not None
         or opts.retries
         or opts.progress
@@ -93,6 +92,10 @@ def slices_apply(router: Router, call: Call, opts: RunOptions) -> BackendBase | 
     ):
         return None
     executor, _ = router.route(call)
+    if call.is_async:
+        if isinstance(executor, BackendBase) and executor.runs_lanes:
+            return executor
+        return None
     if isinstance(executor, BackendBase) and executor.supports_chunking:
         return executor
     if _in_caller_thread(executor) and opts.timeout is None:
@@ -120,7 +123,13 @@ def map_in_slices(
         size = opts.chunksize
     else:
         size = min(_SLICE_MAX, max(1, math.ceil(n / (4 * executor.max_workers))))
-    if _in_caller_thread(executor):
+    if executor.runs_lanes:  # an async fn (slices_apply): one job of lanes
+        from ._backends._asyncio import run_lanes
+
+        size = n
+        job = (fn, arg_tuples, executor.max_workers, not opts.return_exceptions)
+        slices = [Call(run_lanes, job, index=0, is_async=True)]
+    elif _in_caller_thread(executor):
         fail_fast = not opts.return_exceptions
         slices = [
             Call(_run_slice_here, (fn, arg_tuples[start : start + size], fail_fast), index=start)

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pytest
 
@@ -432,3 +432,95 @@ def test_no_report_for_coroutines_that_do_not_block(
         )
     assert {o.action for o in out} == {"cancelled"}
     assert "block" not in caplog.text
+
+
+# -- map of an async function: one job of lanes (asyncio loop) ----------------------------
+
+
+class _Lanes:
+    running = 0
+    most = 0
+    started: ClassVar[list[int]] = []
+    cleaned: ClassVar[list[int]] = []
+
+
+async def lane_task(i: int) -> int:
+    _Lanes.started.append(i)
+    _Lanes.running += 1
+    _Lanes.most = max(_Lanes.most, _Lanes.running)
+    try:
+        await asyncio.sleep(0.001 if i % 7 else 0.01)
+        if i == 50:
+            raise ValueError("fifty")
+        if i == 60:
+            raise KeyboardInterrupt
+        if i == 70:
+            raise asyncio.CancelledError  # the coroutine cancels itself
+        if i == 80:
+            await asyncio.sleep(60)
+        return i * 2
+    finally:
+        _Lanes.running -= 1
+        _Lanes.cleaned.append(i)
+
+
+@pytest.fixture
+def lanes() -> Iterator[AsyncioBackend]:
+    _Lanes.running = _Lanes.most = 0
+    _Lanes.started, _Lanes.cleaned = [], []
+    with AsyncioBackend(max_workers=3) as backend:
+        assert backend.runs_lanes
+        yield backend
+
+
+def test_map_in_lanes_keeps_order_and_bounds_concurrency(lanes: AsyncioBackend) -> None:
+    n = 40
+    assert unirun.map(lane_task, range(n), mode=lanes) == [i * 2 for i in range(n)]
+    assert _Lanes.most == 3
+    assert sorted(_Lanes.started) == list(range(n))
+
+
+def test_map_in_lanes_return_exceptions(lanes: AsyncioBackend) -> None:
+    out: list[Any] = unirun.map(lane_task, range(45, 75), mode=lanes, return_exceptions=True)
+    assert isinstance(out[5], ValueError)
+    assert "task 5" in " ".join(getattr(out[5], "__notes__", []))
+    assert isinstance(out[15], KeyboardInterrupt)  # a task's own: its outcome, the loop lives
+    assert isinstance(out[25], asyncio.CancelledError)
+    assert [o for i, o in enumerate(out) if i not in (5, 15, 25)] == [
+        (45 + i) * 2 for i in range(30) if i not in (5, 15, 25)
+    ]
+    assert unirun.map(lane_task, [1, 2], mode=lanes) == [2, 4]  # still usable
+
+
+def test_map_in_lanes_fails_fast(lanes: AsyncioBackend) -> None:
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="fifty"):
+        unirun.map(lane_task, [*range(48, 53), 80, *range(100, 200)], mode=lanes)
+    assert time.monotonic() - start < 5
+    time.sleep(0.2)  # the cancellations land on the loop
+    assert 80 not in _Lanes.started or 80 in _Lanes.cleaned  # cancelled, not left waiting
+    assert _Lanes.running == 0
+    assert max(_Lanes.started) < 120  # no new coroutine after the failure
+
+
+def test_map_in_lanes_whole_call_timeout(lanes: AsyncioBackend) -> None:
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        unirun.map(lane_task, [80, 80, 1], mode=lanes, timeout=0.3)
+    assert time.monotonic() - start < 5
+    time.sleep(0.2)
+    assert _Lanes.running == 0  # the sleeping coroutines were cancelled
+
+
+def test_map_on_trio_takes_the_per_task_path() -> None:
+    pytest.importorskip("trio")
+    with AsyncioBackend(max_workers=3, backend="trio") as backend:
+        assert not backend.runs_lanes
+        assert unirun.map(async_double, range(10), mode=backend) == [i * 2 for i in range(10)]
+
+
+async def async_double(i: int) -> int:
+    import anyio
+
+    await anyio.sleep(0)
+    return i * 2

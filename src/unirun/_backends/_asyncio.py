@@ -58,7 +58,7 @@ from unirun._warm import nesting_depth
 from ._base import BackendBase
 from ._thread import ThreadBackend
 
-__all__ = ["AsyncioBackend", "default_concurrency"]
+__all__ = ["AsyncioBackend", "default_concurrency", "run_lanes"]
 
 logger = logging.getLogger("unirun")
 _counter = itertools.count()
@@ -119,6 +119,61 @@ def default_concurrency() -> int:
     if soft == resource.RLIM_INFINITY:
         return 1024
     return max(64, min(1024, soft // 4))
+
+
+async def run_lanes(
+    fn: Callable[..., Any], arg_tuples: list[tuple[Any, ...]], lanes: int, fail_fast: bool
+) -> tuple[list[Any], list[tuple[int, BaseException, str]]]:
+    """``map`` of an async function as one job: ``lanes`` asyncio tasks, each awaiting the
+    coroutine of the next argument tuple in turn, at most ``lanes`` coroutines at once.
+
+    A coroutine awaited in a lane needs no task of its own: per coroutine that saves an
+    ``asyncio.Task``, its scheduling and its done callback, which is most of what
+    ``asyncio.gather`` spends on a short coroutine (and twice what unirun's per-task path
+    spends). As in a thread pool, the coroutines of one lane share its context (a copy of
+    the caller's): a context variable one of them sets is seen by the next in that lane.
+    The lanes report to one future through a counter, not a callback per task.
+
+    Returns the results by position and the failures as ``(position, exception, "")``;
+    with ``fail_fast`` the first failure stops every lane and cancels what they await.
+    """
+    results: list[Any] = [None] * len(arg_tuples)
+    failures: list[tuple[int, BaseException, str]] = []
+    positions = iter(range(len(arg_tuples)))
+    loop = asyncio.get_running_loop()
+    finished = loop.create_future()
+    count = min(lanes, len(arg_tuples))
+    state = [count, False]  # lanes still running; stopping
+
+    async def lane() -> None:
+        try:
+            for i in positions:
+                try:
+                    results[i] = await fn(*arg_tuples[i])
+                except asyncio.CancelledError as exc:
+                    if state[1]:
+                        raise  # this job is being stopped
+                    failures.append((i, exc, ""))  # the coroutine cancelled itself
+                except BaseException as exc:  # KeyboardInterrupt too: the task's own outcome
+                    failures.append((i, exc, ""))
+                else:
+                    continue
+                if fail_fast:
+                    break
+        finally:
+            state[0] -= 1
+            if (state[0] == 0 or (fail_fast and failures)) and not finished.done():
+                finished.set_result(None)
+
+    tasks = [loop.create_task(lane()) for _ in range(count)]
+    try:
+        await finished
+    finally:
+        state[1] = True
+        if state[0]:
+            for task in tasks:
+                task.cancel()  # no-op for finished lanes
+    return results, failures
 
 
 class AsyncioBackend(BackendBase):
@@ -198,6 +253,10 @@ class AsyncioBackend(BackendBase):
         self._beat_task: Any = None  # a reference, so the asyncio task is not collected
         self._beat_at = 0.0  # written by the heartbeat, read from any thread
         self._probe: _Probe | None = None  # under _lock: the one probe not yet answered
+
+    @property
+    def runs_lanes(self) -> bool:
+        return self._loop_backend == "asyncio"
 
     @property
     def loop_backend(self) -> str:

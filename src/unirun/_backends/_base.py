@@ -52,6 +52,13 @@ class BackendBase(_StdExecutor):
     #: Whether ``chunksize="auto"`` batches small tasks on this backend.
     supports_chunking: ClassVar[bool] = False
 
+    @property
+    def runs_lanes(self) -> bool:
+        """Whether ``map`` of an async function may run on this backend as one job of
+        ``max_workers`` lanes awaiting its coroutines in turn (:func:`unirun._backends.
+        _asyncio.run_lanes`), instead of one task per coroutine."""
+        return False
+
     def __init__(self, max_workers: int | None = None) -> None:
         check_max_workers(max_workers)
         self._max_workers = max_workers if max_workers is not None else self._default_workers()
