@@ -72,13 +72,41 @@ def payload(p: Params) -> dict[str, Variant]:
             with memory(metrics, tree=True, trace=trace):
                 if name == "mpire-shared":
                     metrics.update(_mpire_shared(payloads, expected))
+                elif name == "unirun-shared":
+                    metrics.update(_unirun_shared(payloads, expected))
                 else:
                     metrics.update(RUNNERS[name](nbytes, payloads, expected))
+            # the segments' pages are in no process's PSS once their writer unmapped them
+            metrics["tree_mib"] = metrics.get("tree_mib", 0.0) + metrics.pop("shm_mib", 0.0)
             return metrics
 
         return run
 
-    return {name: variant(name) for name in (*names, "mpire-shared")}
+    return {name: variant(name) for name in (*names, "mpire-shared", "unirun-shared")}
+
+
+def _unirun_shared(payloads: list[bytes], expected: list[int]) -> Metrics:
+    """``unirun.shared``: one copy of each payload into shared memory, then references.
+
+    Cold: the copies plus a first ``map`` on a new process pool; warm: the same ``map``
+    again on the warm pool, with the same ``Shared`` objects (as mpire-shared's warm call
+    reuses its pool's shared objects).
+    """
+    require("process")
+    import unirun
+
+    t0 = time.perf_counter()
+    blobs = [unirun.shared(p) for p in payloads]
+    first = unirun.map(nbytes, blobs, mode="process")
+    t1 = time.perf_counter()
+    second = unirun.map(nbytes, blobs, mode="process")
+    t2 = time.perf_counter()
+    for blob in blobs:
+        blob.close()
+    check(first, expected)
+    check(second, expected)
+    shm = sum(blob.nbytes for blob in blobs)
+    return {"wall": t1 - t0, "warm": t2 - t1, "shm_mib": shm / (1 << 20)}
 
 
 def _mpire_shared(payloads: list[bytes], expected: list[int]) -> Metrics:

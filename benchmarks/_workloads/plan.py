@@ -151,8 +151,16 @@ def make_cases(quick: bool, cpu_work: int, dask: bool) -> list[Case]:
             "payload",
             f"large payloads: {n_pay} x 4 MiB `bytes` to processes (peak tree PSS)",
             {"n": n_pay, "mib": 4},
-            ("unirun-process", "ppe-1", "ppe-chunked", "mp-pool", "mpire", "mpire-shared"),
-            {"unirun-process": ("ppe-1",)},
+            (
+                "unirun-process",
+                "ppe-1",
+                "ppe-chunked",
+                "mp-pool",
+                "mpire",
+                "unirun-shared",
+                "mpire-shared",
+            ),
+            {"unirun-process": ("ppe-1",), "unirun-shared": ("mpire-shared",)},
             ("wall", "warm", "tree_mib"),
         )
     )
@@ -220,7 +228,7 @@ def make_targets(quick: bool) -> list[Target]:
         Target("payload", "payloads: process mode <= 1.1x ProcessPoolExecutor, tree memory",
                "unirun-process", "tree_mib", 1.1, peers=("ppe-1",)),
         Target("payload", "payloads: zero-copy path <= 2x mpire shared_objects, warm",
-               "unirun-process", "warm", 2.0, peers=("mpire-shared",)),
+               "unirun-shared", "warm", 2.0, peers=("mpire-shared",)),
         Target("import", "`import unirun` <= 30 ms", "unirun", "import_ms", 30.0, "value"),
     ]  # fmt: skip
     return targets

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import time
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 
 __all__ = [
     "asleep",
@@ -56,8 +56,8 @@ async def asleep(seconds: float) -> float:
     return seconds
 
 
-def nbytes(payload: bytes) -> int:
-    """Receives a big payload and sends back only its size."""
+def nbytes(payload: Sized) -> int:
+    """Receives a big payload (``bytes``, or a ``unirun.Shared``) and sends back its size."""
     return len(payload)
 
 

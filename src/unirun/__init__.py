@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from ._run import imap as imap
     from ._run import map as map
     from ._run import run_all as run_all
+    from ._shared import Shared as Shared
+    from ._shared import shared as shared
 
 __version__ = "0.1.0.dev0"
 
@@ -53,6 +55,7 @@ __all__ = [
     "GeventBackend",
     "ProcessBackend",
     "SerialBackend",
+    "Shared",
     "Task",
     "TaskSerializationError",
     "TaskTimeoutError",
@@ -69,6 +72,7 @@ __all__ = [
     "map",
     "register_backend",
     "run_all",
+    "shared",
     "task",
     "using",
 ]
@@ -95,6 +99,14 @@ def __getattr__(name: str) -> Any:
         obj.__module__ = "unirun"
         globals()[name] = obj
         return obj
+    if name in ("Shared", "shared"):  # shared memory loads on first use
+        from . import _shared
+
+        for public in ("Shared", "shared"):
+            value: Any = getattr(_shared, public)
+            value.__module__ = "unirun"
+            globals()[public] = value
+        return globals()[name]
     if name == "WorkerCrashedError":  # made on first use: it imports multiprocessing
         from . import _errors
 
