@@ -32,7 +32,7 @@ from ._backends._base import BackendBase
 from ._engine import Engine, Router, add_note
 from ._errors import TaskSerializationError
 from ._remote import attach_remote_traceback, format_remote
-from ._tasks import Call
+from ._tasks import Call, is_async_callable
 
 if TYPE_CHECKING:
     from ._run import RunOptions
@@ -92,9 +92,9 @@ def slices_apply(router: Router, call: Call, opts: RunOptions) -> BackendBase | 
     ):
         return None
     executor, _ = router.route(call)
+    if isinstance(executor, BackendBase) and executor._lanes(call.is_async) is not None:
+        return executor
     if call.is_async:
-        if isinstance(executor, BackendBase) and executor.runs_lanes:
-            return executor
         return None
     if isinstance(executor, BackendBase) and executor.supports_chunking:
         return executor
@@ -123,12 +123,12 @@ def map_in_slices(
         size = opts.chunksize
     else:
         size = min(_SLICE_MAX, max(1, math.ceil(n / (4 * executor.max_workers))))
-    if executor.runs_lanes:  # an async fn (slices_apply): one job of lanes
-        from ._backends._asyncio import run_lanes
-
+    is_async = is_async_callable(fn)
+    lanes = executor._lanes(is_async)
+    if lanes is not None:  # the whole call is one job
         size = n
         job = (fn, arg_tuples, executor.max_workers, not opts.return_exceptions)
-        slices = [Call(run_lanes, job, index=0, is_async=True)]
+        slices = [Call(lanes, job, index=0, is_async=is_async)]
     elif _in_caller_thread(executor):
         fail_fast = not opts.return_exceptions
         slices = [

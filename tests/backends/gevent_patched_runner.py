@@ -96,6 +96,25 @@ def fail_fast_kills_siblings() -> None:
     assert not live_greenlets(), live_greenlets()
 
 
+def map_in_lanes() -> None:
+    # blocking sleeps overlap in the lanes; fail-fast kills the lanes' sleepers
+    start = time.monotonic()
+    assert unirun.map(sleeper, [0.05] * 200, range(200), mode="gevent", max_workers=100) == list(
+        range(200)
+    )
+    assert time.monotonic() - start < 2.5, "the lanes did not overlap"  # 10 s serially
+    finished.clear()
+    try:
+        unirun.map(sleeper, [30, 30, 30, 0], range(4), mode="gevent", max_workers=8, timeout=0.3)
+    except TimeoutError:
+        pass
+    else:
+        raise AssertionError("no timeout")
+    WARM.shutdown_all()
+    assert sorted(finished) == [0, 1, 2, 3], finished  # the killed sleepers' finally ran
+    assert not live_greenlets(), live_greenlets()
+
+
 def whole_call_timeout() -> None:
     start = time.monotonic()
     try:
@@ -180,6 +199,7 @@ SCENARIOS: dict[str, Callable[[], None]] = {
         task_timeout_kills,
         fail_fast_kills_siblings,
         whole_call_timeout,
+        map_in_lanes,
         system_errors_are_outcomes,
         process_mode_refused,
         urllib_overlaps,

@@ -469,7 +469,7 @@ def lanes() -> Iterator[AsyncioBackend]:
     _Lanes.running = _Lanes.most = 0
     _Lanes.started, _Lanes.cleaned = [], []
     with AsyncioBackend(max_workers=3) as backend:
-        assert backend.runs_lanes
+        assert backend._lanes(is_async=True) is not None
         yield backend
 
 
@@ -515,7 +515,7 @@ def test_map_in_lanes_whole_call_timeout(lanes: AsyncioBackend) -> None:
 def test_map_on_trio_takes_the_per_task_path() -> None:
     pytest.importorskip("trio")
     with AsyncioBackend(max_workers=3, backend="trio") as backend:
-        assert not backend.runs_lanes
+        assert backend._lanes(is_async=True) is None
         assert unirun.map(async_double, range(10), mode=backend) == [i * 2 for i in range(10)]
 
 

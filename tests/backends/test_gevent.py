@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -85,6 +85,7 @@ def test_contract_suite_passes_when_patched() -> None:
         "task_timeout_kills",
         "fail_fast_kills_siblings",
         "whole_call_timeout",
+        "map_in_lanes",
         "system_errors_are_outcomes",
         "process_mode_refused",
         "urllib_overlaps",
@@ -371,3 +372,92 @@ def test_nested_run_all_inside_a_task() -> None:
 def test_is_a_backend() -> None:
     assert issubclass(GeventBackend, BackendBase)
     assert unirun.GeventBackend is GeventBackend
+
+
+# -- map as one job of lanes ------------------------------------------------------------------
+
+
+class _Lanes:
+    running = 0
+    most = 0
+    started: ClassVar[list[int]] = []
+    cleaned: ClassVar[list[int]] = []
+
+
+def lane_task(i: int) -> int:
+    _Lanes.started.append(i)
+    _Lanes.running += 1
+    _Lanes.most = max(_Lanes.most, _Lanes.running)
+    try:
+        gevent.sleep(0.001 if i % 7 else 0.01)
+        if i == 50:
+            raise ValueError("fifty")
+        if i == 60:
+            raise KeyboardInterrupt
+        if i == 80:
+            gevent.sleep(60)
+        return i * 2
+    finally:
+        _Lanes.running -= 1
+        _Lanes.cleaned.append(i)
+
+
+@pytest.fixture
+def lanes() -> Iterator[GeventBackend]:
+    _Lanes.running = _Lanes.most = 0
+    _Lanes.started.clear()
+    _Lanes.cleaned.clear()
+    with GeventBackend(max_workers=3) as backend:
+        assert backend._lanes(is_async=False) is not None
+        yield backend
+
+
+def test_map_in_lanes_keeps_order_and_bounds_concurrency(lanes: GeventBackend) -> None:
+    assert unirun.map(lane_task, range(40), mode=lanes) == [i * 2 for i in range(40)]
+    assert _Lanes.most == 3
+    assert sorted(_Lanes.started) == list(range(40))
+
+
+def test_map_in_lanes_return_exceptions(lanes: GeventBackend) -> None:
+    out: list[Any] = unirun.map(lane_task, range(45, 65), mode=lanes, return_exceptions=True)
+    assert isinstance(out[5], ValueError)
+    assert "task 5" in " ".join(getattr(out[5], "__notes__", []))
+    assert isinstance(out[15], KeyboardInterrupt)  # the task's own: its outcome
+    assert [o for i, o in enumerate(out) if i not in (5, 15)] == [
+        (45 + i) * 2 for i in range(20) if i not in (5, 15)
+    ]
+
+
+def test_map_in_lanes_fails_fast_and_kills_the_rest(lanes: GeventBackend) -> None:
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="fifty"):
+        unirun.map(lane_task, [*range(48, 53), 80, *range(100, 200)], mode=lanes)
+    assert time.monotonic() - start < 5
+    deadline = time.monotonic() + 5
+    while _Lanes.running and time.monotonic() < deadline:
+        time.sleep(0.01)  # the kills land on the private hub
+    assert _Lanes.running == 0
+    assert max(_Lanes.started) < 120  # no new task after the failure
+
+
+def test_map_in_lanes_whole_call_timeout(lanes: GeventBackend) -> None:
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        unirun.map(lane_task, [80, 80, 1], mode=lanes, timeout=0.3)
+    assert time.monotonic() - start < 5
+    deadline = time.monotonic() + 5
+    while _Lanes.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _Lanes.running == 0
+
+
+def returns_a_coroutine(i: int) -> Any:
+    async def inner() -> int:
+        return i
+
+    return inner()
+
+
+def test_map_in_lanes_refuses_a_returned_coroutine(lanes: GeventBackend) -> None:
+    with pytest.raises(TypeError, match="returned a coroutine"):
+        unirun.map(returns_a_coroutine, range(3), mode=lanes)

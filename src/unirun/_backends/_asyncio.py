@@ -254,9 +254,8 @@ class AsyncioBackend(BackendBase):
         self._beat_at = 0.0  # written by the heartbeat, read from any thread
         self._probe: _Probe | None = None  # under _lock: the one probe not yet answered
 
-    @property
-    def runs_lanes(self) -> bool:
-        return self._loop_backend == "asyncio"
+    def _lanes(self, is_async: bool) -> Callable[..., Any] | None:
+        return run_lanes if is_async and self._loop_backend == "asyncio" else None
 
     @property
     def loop_backend(self) -> str:

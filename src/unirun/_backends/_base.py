@@ -52,12 +52,15 @@ class BackendBase(_StdExecutor):
     #: Whether ``chunksize="auto"`` batches small tasks on this backend.
     supports_chunking: ClassVar[bool] = False
 
-    @property
-    def runs_lanes(self) -> bool:
-        """Whether ``map`` of an async function may run on this backend as one job of
-        ``max_workers`` lanes awaiting its coroutines in turn (:func:`unirun._backends.
-        _asyncio.run_lanes`), instead of one task per coroutine."""
-        return False
+    def _lanes(self, is_async: bool) -> Callable[..., Any] | None:
+        """The job function that runs ``map`` of a (sync or async) function on this
+        backend as ``max_workers`` lanes, each calling the function for the next argument
+        tuple in turn, with no future per call; None for one task per call.
+
+        Called as ``job(fn, arg_tuples, lanes, fail_fast)``, it returns the results by
+        position and the failures as ``(position, exception, "")``.
+        """
+        return None
 
     def __init__(self, max_workers: int | None = None) -> None:
         check_max_workers(max_workers)

@@ -48,7 +48,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
-from types import FrameType
+from types import CoroutineType, FrameType
 from typing import Any, ClassVar, Final
 
 import gevent.event
@@ -61,7 +61,7 @@ from unirun._errors import TimeoutAction
 from unirun._tasks import Call, close_coroutines
 from unirun._warm import nesting_depth
 
-__all__ = ["GeventBackend", "GeventNotPatchedWarning"]
+__all__ = ["GeventBackend", "GeventNotPatchedWarning", "run_lanes"]
 
 logger = logging.getLogger("unirun")
 
@@ -248,6 +248,60 @@ def _run_call(call: Call) -> Any:
         nesting_depth.reset(token)
 
 
+def run_lanes(
+    fn: Callable[..., Any], arg_tuples: list[tuple[Any, ...]], lanes: int, fail_fast: bool
+) -> tuple[list[Any], list[tuple[int, BaseException, str]]]:
+    """``map`` as one job, in a task greenlet: ``lanes`` greenlets, each calling ``fn`` for
+    the next argument tuple in turn, at most ``lanes`` calls at once.
+
+    A call made in a lane needs no greenlet, future or callback of its own, which is most
+    of what ``gevent.pool.Pool.map`` spends on a short task. As in a thread pool, the calls
+    of one lane share its context (a copy of the caller's). The lanes are task greenlets
+    (Ctrl-C landing in one is the caller's, see :func:`_on_sigint`); killing the job kills
+    them. Returns the results by position and the failures as ``(position, exception,
+    "")``; with ``fail_fast`` the first failure kills every lane.
+    """
+    results: list[Any] = [None] * len(arg_tuples)
+    failures: list[tuple[int, BaseException, str]] = []
+    positions = iter(range(len(arg_tuples)))
+    finished = gevent.event.Event()
+    count = min(lanes, len(arg_tuples))
+    left = [count]
+
+    def lane() -> None:
+        try:
+            for i in positions:
+                try:
+                    value = results[i] = fn(*arg_tuples[i])
+                    if type(value) is CoroutineType:
+                        results[i] = None
+                        value.close()
+                        raise TypeError(
+                            f"task {i} returned a coroutine: mode 'gevent' runs sync code "
+                            "only; use mode='asyncio' for async tasks"
+                        )
+                except GreenletExit:
+                    raise  # killed: the job is being stopped
+                except BaseException as exc:  # KeyboardInterrupt too: the task's own outcome
+                    failures.append((i, exc, ""))
+                    if fail_fast:
+                        break
+        finally:
+            left[0] -= 1
+            if left[0] == 0 or (fail_fast and failures):
+                finished.set()
+
+    greenlets = [_TaskGreenlet(contextvars.copy_context().run, lane) for _ in range(count)]
+    for greenlet in greenlets:
+        greenlet.start()
+    try:
+        finished.wait()
+    finally:
+        if left[0]:
+            gevent.killall(greenlets, block=False)
+    return results, failures
+
+
 class GeventBackend(BackendBase):
     """Runs tasks as greenlets: thousands of I/O waits at once, in one OS thread.
 
@@ -298,6 +352,9 @@ class GeventBackend(BackendBase):
 
     def _default_workers(self) -> int:
         return DEFAULT_WORKERS
+
+    def _lanes(self, is_async: bool) -> Callable[..., Any] | None:
+        return None if is_async else run_lanes
 
     @classmethod
     def _check_calls(cls, calls: list[Call]) -> None:
