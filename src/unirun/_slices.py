@@ -96,7 +96,7 @@ def slices_apply(router: Router, call: Call, opts: RunOptions) -> BackendBase | 
         return executor
     if call.is_async:
         return None
-    if isinstance(executor, BackendBase) and executor.supports_chunking:
+    if isinstance(executor, BackendBase) and (executor.supports_chunking or executor.lanes_in_pool):
         return executor
     if _in_caller_thread(executor) and opts.timeout is None:
         return executor
@@ -118,6 +118,8 @@ def map_in_slices(
     general: Callable[[list[Call], RunOptions], list[Any]],
 ) -> list[Any]:
     """Run ``fn(*args)`` for each tuple in slices; ``general`` re-runs a failed slice."""
+    if executor.lanes_in_pool:
+        return _map_in_pool_lanes(router, executor, fn, arg_tuples, opts)
     n = len(arg_tuples)
     if isinstance(opts.chunksize, int):
         size = opts.chunksize
@@ -170,4 +172,82 @@ def map_in_slices(
                 results[start + position] = exc
     finally:
         outcomes.close()
+    return results
+
+
+# -- lanes in a pool of threads --------------------------------------------------------------
+
+
+class _LaneFailed(Exception):
+    """A lane saw a failure under fail-fast: the engine stops the others."""
+
+
+class _PoolLanes:
+    """What the lanes of one ``map`` on a thread pool share."""
+
+    __slots__ = ("arg_tuples", "fail_fast", "failures", "fn", "positions", "results", "stop")
+
+    def __init__(
+        self, fn: Callable[..., Any], arg_tuples: list[tuple[Any, ...]], fail_fast: bool
+    ) -> None:
+        self.fn = fn
+        self.arg_tuples = arg_tuples
+        self.fail_fast = fail_fast
+        self.positions = iter(range(len(arg_tuples)))  # next() is atomic under the GIL
+        self.results: list[Any] = [None] * len(arg_tuples)
+        self.failures: list[tuple[int, BaseException]] = []
+        self.stop = False
+
+
+def _pool_lane(lanes: _PoolLanes) -> None:
+    """One lane: call ``fn`` for the next position until none is left (or the map stops)."""
+    fn, arg_tuples, results = lanes.fn, lanes.arg_tuples, lanes.results
+    for i in lanes.positions:
+        if lanes.stop:
+            return
+        try:
+            results[i] = fn(*arg_tuples[i])
+        except BaseException as exc:  # KeyboardInterrupt too: the task's own outcome
+            lanes.failures.append((i, exc))
+            if lanes.fail_fast:
+                lanes.stop = True
+                raise _LaneFailed from None
+
+
+def _map_in_pool_lanes(
+    router: Router,
+    executor: BackendBase,
+    fn: Callable[..., Any],
+    arg_tuples: list[tuple[Any, ...]],
+    opts: RunOptions,
+) -> list[Any]:
+    """``map`` on a thread pool as ``max_workers`` lane tasks sharing one input: one future
+    per lane instead of one per call (as in a thread pool, the calls of one lane share
+    its context). Fail-fast and a timeout stop the lanes from taking more input; a call
+    already running in a lane finishes in the background, as a thread task would."""
+    lanes = _PoolLanes(fn, arg_tuples, fail_fast=not opts.return_exceptions)
+    count = min(executor.max_workers, len(arg_tuples))
+    engine = Engine(
+        iter([Call(_pool_lane, (lanes,), index=k) for k in range(count)]),
+        router,
+        total=count,
+        timeout=opts.timeout,
+        chunksize=1,
+    )
+    outcomes = engine.outcomes()
+    try:
+        for _, ok, value in outcomes:
+            if not ok and not isinstance(value, _LaneFailed):
+                raise value  # the engine's own trouble (a broken pool)
+            if not ok:
+                break
+    finally:
+        lanes.stop = True
+        outcomes.close()
+    results = lanes.results
+    for i, exc in lanes.failures:
+        add_note(exc, f"unirun: task {i} failed on mode {router.mode!r}")
+        if not opts.return_exceptions:
+            raise exc
+        results[i] = exc
     return results

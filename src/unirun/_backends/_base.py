@@ -52,6 +52,10 @@ class BackendBase(_StdExecutor):
     #: Whether ``chunksize="auto"`` batches small tasks on this backend.
     supports_chunking: ClassVar[bool] = False
 
+    #: Whether ``map`` of a sync function may run as ``max_workers`` lane tasks of this
+    #: pool, each calling the function for the next argument tuple in turn (threads).
+    lanes_in_pool: ClassVar[bool] = False
+
     def _lanes(self, is_async: bool) -> Callable[..., Any] | None:
         """The job function that runs ``map`` of a (sync or async) function on this
         backend as ``max_workers`` lanes, each calling the function for the next argument

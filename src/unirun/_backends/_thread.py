@@ -75,6 +75,7 @@ class ThreadBackend(BackendBase):
     """
 
     mode: ClassVar[str] = "thread"
+    lanes_in_pool: ClassVar[bool] = True
     capabilities: ClassVar[frozenset[str]] = frozenset(
         {"parallel", "coroutines", "coroutine-objects", "blocking-io"}
     )
