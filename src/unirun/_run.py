@@ -8,7 +8,7 @@ tasks to the :class:`~unirun._engine.Engine`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar, overload
 
 from ._backends._base import BackendBase
@@ -17,7 +17,7 @@ from ._executor import Executor
 from ._options import RUN_OPTIONS, ambient, check_max_workers, check_run_options
 from ._progress import make_progress
 from ._registry import accepted_options, check_mode, factory_for
-from ._slices import map_in_slices, slices_apply
+from ._slices import Singles, map_in_slices, slices_apply
 from ._tasks import Call, Hint, Task, TaskLike, calls_for, calls_over
 from ._warm import WARM
 
@@ -279,7 +279,10 @@ def map(
     if not callable(fn):
         raise TypeError(f"map() needs a callable, got {fn!r}")
     router, opts = _plan(mode, options)
-    args = list(zip(*iterables))  # noqa: B905 - map() stops at the shortest, as builtins do
+    # one iterable: its items, made into argument tuples only where they are needed
+    args: Sequence[tuple[Any, ...]] = (
+        Singles(list(iterables[0])) if len(iterables) == 1 else list(zip(*iterables))  # noqa: B905 - map() stops at the shortest, as builtins do
+    )
     if not args:
         return []
     first = next(calls_over(fn, args[:1]))

@@ -22,11 +22,13 @@ crash).
 
 from __future__ import annotations
 
+import builtins
 import contextvars
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import BrokenExecutor
-from typing import TYPE_CHECKING, Any, Final, TypeGuard
+from typing import TYPE_CHECKING, Any, Final, TypeGuard, overload
 
 from ._backends._base import BackendBase
 from ._engine import Engine, Router, add_note
@@ -37,26 +39,74 @@ from ._tasks import Call, is_async_callable
 if TYPE_CHECKING:
     from ._run import RunOptions
 
-__all__ = ["map_in_slices", "slices_apply"]
+__all__ = ["Singles", "map_in_slices", "slices_apply"]
 
 #: The most tasks one slice holds: bounds the memory of a slice and its results.
 _SLICE_MAX: Final = 8192
 
 
+class Singles(Sequence[tuple[Any, ...]]):
+    """The argument tuples of ``map`` over one iterable, made only when asked for: the
+    process and dask slices send the items themselves (no tuple per item to build,
+    pickle and unpack)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[Any, ...]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[Any, ...]]: ...
+    def __getitem__(self, index: int | slice) -> tuple[Any, ...] | list[tuple[Any, ...]]:
+        if isinstance(index, slice):
+            return [(item,) for item in self.items[index]]
+        return (self.items[index],)
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return zip(self.items)
+
+
 def _run_slice(
     fn: Callable[..., Any], arg_tuples: list[tuple[Any, ...]]
 ) -> tuple[list[Any], list[tuple[int, BaseException, str]]]:
-    """Run ``fn`` over a slice in a worker: results, and the failures by position."""
+    """Run ``fn`` over a slice in a worker: results, and the failures by position.
+
+    ``list.extend`` drives ``itertools.starmap`` at C speed and keeps what it appended
+    before a call raised; the same ``starmap`` then goes on after the failed call.
+    """
     results: list[Any] = []
     failures: list[tuple[int, BaseException, str]] = []
-    append = results.append
-    for position, args in enumerate(arg_tuples):
+    calls = itertools.starmap(fn, arg_tuples)
+    while True:
         try:
-            append(fn(*args))
+            results.extend(calls)
         except BaseException as exc:  # SystemExit in one task is that task's outcome
-            append(None)
-            failures.append((position, exc, format_remote(exc)))
-    return results, failures
+            failures.append((len(results), exc, format_remote(exc)))
+            results.append(None)
+        else:
+            return results, failures
+
+
+def _run_slice_flat(
+    fn: Callable[..., Any], items: list[Any]
+) -> tuple[list[Any], list[tuple[int, BaseException, str]]]:
+    """:func:`_run_slice` for ``map`` over one iterable: ``fn(item)``, no argument tuples."""
+    results: list[Any] = []
+    failures: list[tuple[int, BaseException, str]] = []
+    calls = builtins.map(fn, items)
+    while True:
+        try:
+            results.extend(calls)
+        except BaseException as exc:  # SystemExit in one task is that task's outcome
+            failures.append((len(results), exc, format_remote(exc)))
+            results.append(None)
+        else:
+            return results, failures
 
 
 def _run_slice_here(
@@ -113,7 +163,7 @@ def map_in_slices(
     router: Router,
     executor: BackendBase,
     fn: Callable[..., Any],
-    arg_tuples: list[tuple[Any, ...]],
+    arg_tuples: Sequence[tuple[Any, ...]],
     opts: RunOptions,
     general: Callable[[list[Call], RunOptions], list[Any]],
 ) -> list[Any]:
@@ -135,6 +185,12 @@ def map_in_slices(
         fail_fast = not opts.return_exceptions
         slices = [
             Call(_run_slice_here, (fn, arg_tuples[start : start + size], fail_fast), index=start)
+            for start in range(0, n, size)
+        ]
+    elif isinstance(arg_tuples, Singles):  # one iterable: send the items themselves
+        items = arg_tuples.items
+        slices = [
+            Call(_run_slice_flat, (fn, items[start : start + size]), index=start)
             for start in range(0, n, size)
         ]
     else:
@@ -188,7 +244,7 @@ class _PoolLanes:
     __slots__ = ("arg_tuples", "fail_fast", "failures", "fn", "positions", "results", "stop")
 
     def __init__(
-        self, fn: Callable[..., Any], arg_tuples: list[tuple[Any, ...]], fail_fast: bool
+        self, fn: Callable[..., Any], arg_tuples: Sequence[tuple[Any, ...]], fail_fast: bool
     ) -> None:
         self.fn = fn
         self.arg_tuples = arg_tuples
@@ -218,7 +274,7 @@ def _map_in_pool_lanes(
     router: Router,
     executor: BackendBase,
     fn: Callable[..., Any],
-    arg_tuples: list[tuple[Any, ...]],
+    arg_tuples: Sequence[tuple[Any, ...]],
     opts: RunOptions,
 ) -> list[Any]:
     """``map`` on a thread pool as ``max_workers`` lane tasks sharing one input: one future

@@ -44,7 +44,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from types import CoroutineType
 from typing import Any, ClassVar, Final, Literal
@@ -122,7 +122,7 @@ def default_concurrency() -> int:
 
 
 async def run_lanes(
-    fn: Callable[..., Any], arg_tuples: list[tuple[Any, ...]], lanes: int, fail_fast: bool
+    fn: Callable[..., Any], arg_tuples: Sequence[tuple[Any, ...]], lanes: int, fail_fast: bool
 ) -> tuple[list[Any], list[tuple[int, BaseException, str]]]:
     """``map`` of an async function as one job: ``lanes`` asyncio tasks, each awaiting the
     coroutine of the next argument tuple in turn, at most ``lanes`` coroutines at once.

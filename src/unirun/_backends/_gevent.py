@@ -46,7 +46,7 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
 from types import CoroutineType, FrameType
 from typing import Any, ClassVar, Final
@@ -249,7 +249,7 @@ def _run_call(call: Call) -> Any:
 
 
 def run_lanes(
-    fn: Callable[..., Any], arg_tuples: list[tuple[Any, ...]], lanes: int, fail_fast: bool
+    fn: Callable[..., Any], arg_tuples: Sequence[tuple[Any, ...]], lanes: int, fail_fast: bool
 ) -> tuple[list[Any], list[tuple[int, BaseException, str]]]:
     """``map`` as one job, in a task greenlet: ``lanes`` greenlets, each calling ``fn`` for
     the next argument tuple in turn, at most ``lanes`` calls at once.
