@@ -26,6 +26,7 @@ import builtins
 import contextvars
 import itertools
 import math
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import BrokenExecutor
 from typing import TYPE_CHECKING, Any, Final, TypeGuard, overload
@@ -43,6 +44,13 @@ __all__ = ["Singles", "map_in_slices", "slices_apply"]
 
 #: The most tasks one slice holds: bounds the memory of a slice and its results.
 _SLICE_MAX: Final = 8192
+#: About the most bytes of arguments one slice holds, judged by the first task's.
+_SLICE_BYTES: Final = 1 << 20
+
+
+def _item_bytes(args: tuple[Any, ...]) -> int:
+    """A cheap guess of what one task's arguments weigh pickled (their shallow sizes)."""
+    return sum(sys.getsizeof(arg) for arg in args)
 
 
 class Singles(Sequence[tuple[Any, ...]]):
@@ -175,6 +183,9 @@ def map_in_slices(
         size = opts.chunksize
     else:
         size = min(_SLICE_MAX, max(1, math.ceil(n / (4 * executor.max_workers))))
+        # big items (a 4 MiB bytes each): a slice that would pickle more than _SLICE_BYTES
+        # is cut smaller, so workers start early and one pickle stays small
+        size = max(1, min(size, _SLICE_BYTES // max(1, _item_bytes(arg_tuples[0]))))
     is_async = is_async_callable(fn)
     lanes = executor._lanes(is_async)
     if lanes is not None:  # the whole call is one job
