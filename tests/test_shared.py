@@ -209,6 +209,20 @@ def test_full_shared_memory_is_a_clear_error_and_leaves_nothing(
     assert {n for n in set(os.listdir("/dev/shm")) - before if n.startswith("unirun_")} == set()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="lists /dev/shm")
+def test_a_failed_registration_leaves_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from multiprocessing import resource_tracker
+
+    def broken(name: str, rtype: str) -> None:
+        raise RuntimeError("no tracker")
+
+    before = set(os.listdir("/dev/shm"))
+    monkeypatch.setattr(resource_tracker, "register", broken)
+    with pytest.raises(RuntimeError, match="no tracker"):
+        unirun.shared(b"abc")
+    assert {n for n in set(os.listdir("/dev/shm")) - before if n.startswith("unirun_")} == set()
+
+
 # -- lifetime ------------------------------------------------------------------------------
 
 

@@ -272,7 +272,7 @@ def shared(data: Buffer) -> Shared:
 
 def _create(source: memoryview) -> str:
     """Create a new segment holding ``source``'s bytes; return its name (without "/")."""
-    from _posixshmem import shm_open  # type: ignore[import-not-found]  # no stub in typeshed
+    from _posixshmem import shm_open, shm_unlink  # type: ignore[import-not-found]  # no stub
     from multiprocessing import resource_tracker
 
     size = max(source.nbytes, 1)  # a segment (and an mmap) cannot be empty
@@ -283,8 +283,12 @@ def _create(source: memoryview) -> str:
         except FileExistsError:
             continue
         break
-    # registered at once, so that the tracker removes it if this process dies from here on
-    resource_tracker.register("/" + name, "shared_memory")
+    try:  # registered at once: the tracker removes it if this process dies from here on
+        resource_tracker.register("/" + name, "shared_memory")
+    except BaseException:
+        os.close(fd)
+        shm_unlink("/" + name)
+        raise
     try:
         try:
             _fill(fd, source, size)
