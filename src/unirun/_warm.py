@@ -63,6 +63,11 @@ class WarmBackends:
                     self._atexit_registered = True
         return backend, mode
 
+    def owns(self, backend: object) -> bool:
+        """Whether ``backend`` is one of the warm default backends."""
+        with self._lock:
+            return any(b is backend for b in self._backends.values())
+
     def shutdown_all(self, wait: bool = True) -> None:
         """Shut every warm backend down, cancelling what has not started.
 

@@ -268,52 +268,14 @@ def test_interpreter_exit_with_an_executor_never_shut_down(scenario: str) -> Non
         assert wait_gone(pid, timeout=5), f"child {pid} outlived the interpreter"
 
 
-_DROPPED = (
-    "bug: at interpreter exit, {what} never shut down drops the task it is running: "
-    "the {unit} is neither run to the end (as thread, process and dask modes do, like "
-    "concurrent.futures) nor cancelled (its finally block never runs, its future stays "
-    "pending); {where}"
-)
-
-
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize(
     "scenario",
     [
         "thread",
-        pytest.param(
-            "asyncio",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=_DROPPED.format(
-                    what="an AsyncioBackend",
-                    unit="coroutine",
-                    where="the event loop's daemon thread is frozen by finalization",
-                ),
-            ),
-        ),
-        pytest.param(
-            "gevent",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=_DROPPED.format(
-                    what="a GeventBackend (not patched)",
-                    unit="greenlet",
-                    where="the private hub's daemon thread is frozen by finalization",
-                ),
-            ),
-        ),
-        pytest.param(
-            "gevent-patched",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=_DROPPED.format(
-                    what="a GeventBackend (monkey-patched)",
-                    unit="greenlet",
-                    where="nothing switches to the main thread's hub after the script ends",
-                ),
-            ),
-        ),
+        "asyncio",
+        "gevent",
+        "gevent-patched",
         "dask",
     ],
 )
@@ -331,3 +293,25 @@ def test_interpreter_exit_finishes_or_cancels_running_tasks(scenario: str) -> No
     assert started == ended, f"started {sorted(started)}, ended {sorted(ended)}: {done.stdout}"
     if scenario in ("thread", "dask"):
         assert {f"finished {i}" for i in range(3)} <= set(lines), done.stdout
+
+
+ABANDONED_AT_EXIT = """
+import time, unirun
+
+async def stubborn():
+    time.sleep(30)  # blocks the loop: the timeout abandons it
+
+backend = unirun.AsyncioBackend()  # never shut down
+out = backend.run_all([stubborn], task_timeout=0.3, return_exceptions=True)
+print(type(out[0]).__name__, out[0].action, flush=True)
+"""
+
+
+def test_interpreter_exit_does_not_wait_for_an_abandoned_coroutine() -> None:
+    """#40 with #15: the exit hook finishes submitted work, but as ThreadBackend does with an
+    abandoned thread, it does not wait for a coroutine abandoned while blocking the loop."""
+    start = time.monotonic()
+    done = run_script(ABANDONED_AT_EXIT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "TaskTimeoutError abandoned" in done.stdout
+    assert time.monotonic() - start < 15  # not the 30 s the coroutine blocks

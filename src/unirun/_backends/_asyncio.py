@@ -46,6 +46,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from concurrent.futures import wait as wait_futures
 from types import CoroutineType
 from typing import Any, ClassVar, Final, Literal
 
@@ -53,9 +54,10 @@ import anyio
 
 from unirun._errors import BackendUnavailableError, TimeoutAction
 from unirun._tasks import Call, _callable_name, close_coroutines
-from unirun._warm import nesting_depth
+from unirun._warm import WARM, nesting_depth
 
 from ._base import BackendBase
+from ._exit import AT_EXIT
 from ._thread import ThreadBackend
 
 __all__ = ["AsyncioBackend", "default_concurrency", "run_lanes"]
@@ -264,6 +266,18 @@ class AsyncioBackend(BackendBase):
 
     # -- BackendBase hooks ----------------------------------------------------------------
 
+    def _finish_at_exit(self) -> None:
+        # A warm default backend is shut down without waiting (unirun._warm). Here, as in
+        # ThreadBackend: the submitted tasks finish, an abandoned one (its future settled
+        # while it blocks the loop) is not waited for.
+        if WARM.owns(self) or self._is_shutdown:
+            return
+        with self._lock:
+            queued = [item[0] for item in (*self._inbox, *self._pending)]
+        unsettled = [f for f in (*list(self._tasks), *queued) if not f.done()]
+        wait_futures(unsettled)
+        self.shutdown(wait=False)
+
     def _default_workers(self) -> int:
         return default_concurrency()
 
@@ -426,6 +440,7 @@ class AsyncioBackend(BackendBase):
                 ready.set()
 
         thread = threading.Thread(target=main, name=f"{self._name}-loop", daemon=True)
+        AT_EXIT.add(self)  # a daemon thread: its tasks would be frozen mid-way at exit
         thread.start()
         ready.wait()
         if failure:

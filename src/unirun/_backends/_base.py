@@ -56,6 +56,12 @@ class BackendBase(_StdExecutor):
     #: pool, each calling the function for the next argument tuple in turn (threads).
     lanes_in_pool: ClassVar[bool] = False
 
+    def _finish_at_exit(self) -> None:
+        """At interpreter exit, for a backend registered with ``_exit.AT_EXIT`` and never
+        shut down: let the submitted tasks finish (``concurrent.futures`` semantics)."""
+        if not self._is_shutdown:
+            self.shutdown(wait=True)
+
     def _lanes(self, is_async: bool) -> Callable[..., Any] | None:
         """The job function that runs ``map`` of a (sync or async) function on this
         backend as ``max_workers`` lanes, each calling the function for the next argument

@@ -30,7 +30,6 @@ import itertools
 import logging
 import os
 import pickle
-import sys
 import threading
 import time
 import uuid
@@ -43,6 +42,7 @@ import cloudpickle
 import distributed
 
 from unirun._backends._base import BackendBase
+from unirun._backends._exit import AT_EXIT
 from unirun._errors import (
     SerializationPhase,
     TaskSerializationError,
@@ -184,53 +184,6 @@ def _listener(client: distributed.Client) -> _StartListener:
         return listener
 
 
-# -- interpreter exit ---------------------------------------------------------------------------
-
-
-class _OwnedBackends:
-    """Backends that started their own client (and, without ``address``, their cluster):
-    shut down at interpreter exit if the user did not, as ``ProcessBackend`` and
-    ``ThreadBackend`` are.
-
-    At exit the submitted tasks finish (``concurrent.futures`` semantics), then the client
-    and cluster close. The hook runs in ``threading._shutdown()``, before atexit callbacks:
-    Dask's own atexit hook would close the cluster under the running tasks (the workers
-    log warnings), and by then ``concurrent.futures`` pools refuse work, so the scheduler
-    logs errors. Not when Ctrl-C ended the program: then it exits at once.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._backends: weakref.WeakSet[DaskBackend] = weakref.WeakSet()
-        self._registered = False
-
-    def add(self, backend: DaskBackend) -> None:
-        with self._lock:
-            self._backends.add(backend)
-            register = not self._registered
-            self._registered = True
-        if register:
-            try:
-                getattr(threading, "_register_atexit")(self.finish_all)  # noqa: B009
-            except RuntimeError:  # the interpreter already exits: Dask's own hook closes it
-                pass
-
-    def finish_all(self) -> None:
-        last = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
-        if isinstance(last, KeyboardInterrupt):
-            return
-        with self._lock:
-            backends = list(self._backends)
-        for backend in backends:
-            try:
-                backend.shutdown(wait=True)
-            except Exception:  # one backend must not keep the others open
-                logger.debug("unirun: could not shut %r down at exit", backend, exc_info=True)
-
-
-_OWNED: Final = _OwnedBackends()
-
-
 # -- the backend ----------------------------------------------------------------------------
 
 
@@ -355,7 +308,7 @@ class DaskBackend(BackendBase):
                 self._cluster = cluster
             self._listener = _listener(client)
             self._client = client
-            _OWNED.add(self)
+            AT_EXIT.add(self)  # its own client (and cluster): finished at exit
             return client
 
     @property

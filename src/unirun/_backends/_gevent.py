@@ -48,6 +48,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
+from concurrent.futures import wait as wait_futures
 from types import CoroutineType, FrameType
 from typing import Any, ClassVar, Final
 
@@ -57,9 +58,10 @@ from gevent import Greenlet, GreenletExit
 from gevent.hub import Hub
 
 from unirun._backends._base import BackendBase
+from unirun._backends._exit import AT_EXIT
 from unirun._errors import TimeoutAction
 from unirun._tasks import Call, close_coroutines
-from unirun._warm import nesting_depth
+from unirun._warm import WARM, nesting_depth
 
 __all__ = ["GeventBackend", "GeventNotPatchedWarning", "run_lanes"]
 
@@ -350,6 +352,21 @@ class GeventBackend(BackendBase):
         self._busy = False  # hub thread only: greenlets are running (cooperative only)
         self._holds_sigint = False  # hub thread only: see _hold_sigint
 
+    def _finish_at_exit(self) -> None:
+        # A warm default backend is shut down without waiting (unirun._warm). Here, as in
+        # ThreadBackend: the submitted tasks finish, an abandoned one (a kill that did not
+        # land: it blocks the private hub) is not waited for.
+        if WARM.owns(self) or self._is_shutdown:
+            return
+        if self._cooperative:
+            super()._finish_at_exit()  # greenlets on this thread's hub: nothing abandoned
+            return
+        with self._lock:
+            queued = [item[0] for item in self._pending]
+        running = [f for f in list(self._running) if f not in self._kill_acks]
+        wait_futures([f for f in (*running, *queued) if not f.done()])
+        self.shutdown(wait=False)
+
     def _default_workers(self) -> int:
         return DEFAULT_WORKERS
 
@@ -378,6 +395,7 @@ class GeventBackend(BackendBase):
         with self._lock:
             if self._hub is not None:  # another thread won the race
                 return self._hub
+            AT_EXIT.add(self)  # greenlets nobody waits for would be dropped at exit
             if self._cooperative:
                 # Patched: greenlets live on the hub of the thread that first submits.
                 self._hub = gevent.get_hub()

@@ -21,7 +21,6 @@ import itertools
 import logging
 import os
 import queue
-import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from unirun._tasks import Call
 from unirun._warm import run_nested
 
 from ._base import BackendBase
+from ._exit import ended_by_ctrl_c, register_exit_hook
 
 __all__ = ["ThreadBackend"]
 
@@ -55,8 +55,7 @@ def _join_at_exit() -> None:
     """
     global _exiting
     _exiting = True
-    last = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
-    if isinstance(last, KeyboardInterrupt):
+    if ended_by_ctrl_c():
         return
     for backend in list(_live):
         backend._drain_at_exit()
@@ -244,7 +243,5 @@ class ThreadBackend(BackendBase):
 
 
 # Runs in threading._shutdown(), before atexit callbacks, as ThreadPoolExecutor's own hook.
-try:
-    getattr(threading, "_register_atexit")(_join_at_exit)  # noqa: B009
-except RuntimeError:  # imported while the interpreter already exits
+if not register_exit_hook(_join_at_exit):  # imported while the interpreter already exits
     _exiting = True
