@@ -28,7 +28,13 @@ def run_script(
 ) -> Finished:
     """Run ``code``; if ``signal_after_ready``, send it to the process group once the
     script prints a line starting with ``READY``."""
-    script = "import faulthandler\nfaulthandler.dump_traceback_later(50, exit=True)\n"
+    # Python's own Ctrl-C handler, also when the tests run as a background job of a
+    # non-interactive shell, whose children inherit SIGINT ignored
+    script = (
+        "import faulthandler, signal\n"
+        "faulthandler.dump_traceback_later(50, exit=True)\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    )
     script += textwrap.dedent(code)
     # The repository root first (for ``tests.*``), then the caller's own path: a worktree's
     # src/ given there must win over an editable install of another checkout.
