@@ -80,33 +80,17 @@ class Singles(Sequence[tuple[Any, ...]]):
 
 
 def _run_slice(
-    fn: Callable[..., Any], arg_tuples: list[tuple[Any, ...]]
+    fn: Callable[..., Any], args: list[Any], star: bool = True
 ) -> tuple[list[Any], list[tuple[int, BaseException, str]]]:
     """Run ``fn`` over a slice in a worker: results, and the failures by position.
 
-    ``list.extend`` drives ``itertools.starmap`` at C speed and keeps what it appended
-    before a call raised; the same ``starmap`` then goes on after the failed call.
+    ``args`` holds argument tuples (``star``) or, for ``map`` over one iterable, the items
+    themselves. ``list.extend`` drives ``starmap``/``map`` at C speed and keeps what it
+    appended before a call raised; the same iterator then goes on after the failed call.
     """
     results: list[Any] = []
     failures: list[tuple[int, BaseException, str]] = []
-    calls = itertools.starmap(fn, arg_tuples)
-    while True:
-        try:
-            results.extend(calls)
-        except BaseException as exc:  # SystemExit in one task is that task's outcome
-            failures.append((len(results), exc, format_remote(exc)))
-            results.append(None)
-        else:
-            return results, failures
-
-
-def _run_slice_flat(
-    fn: Callable[..., Any], items: list[Any]
-) -> tuple[list[Any], list[tuple[int, BaseException, str]]]:
-    """:func:`_run_slice` for ``map`` over one iterable: ``fn(item)``, no argument tuples."""
-    results: list[Any] = []
-    failures: list[tuple[int, BaseException, str]] = []
-    calls = builtins.map(fn, items)
+    calls = itertools.starmap(fn, args) if star else builtins.map(fn, args)
     while True:
         try:
             results.extend(calls)
@@ -201,7 +185,7 @@ def map_in_slices(
     elif isinstance(arg_tuples, Singles):  # one iterable: send the items themselves
         items = arg_tuples.items
         slices = [
-            Call(_run_slice_flat, (fn, items[start : start + size]), index=start)
+            Call(_run_slice, (fn, items[start : start + size], False), index=start)
             for start in range(0, n, size)
         ]
     else:

@@ -142,6 +142,16 @@ def test_no_worker_starts_before_work() -> None:
 # -- tasks ------------------------------------------------------------------------------------
 
 
+def run_python(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run a fresh interpreter in ``cwd`` (its forkserver preloads no pytest); it must
+    succeed."""
+    done = subprocess.run(
+        [sys.executable, *argv], capture_output=True, text=True, timeout=60, check=False, cwd=cwd
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def test_a_worker_loads_only_what_it_needs(tmp_path: Path) -> None:
     # start-up cost: a worker for sync tasks never imports asyncio, cloudpickle or the
     # engine. In a fresh interpreter: under pytest, forkserver preloads pytest's __main__.
@@ -152,15 +162,7 @@ def test_a_worker_loads_only_what_it_needs(tmp_path: Path) -> None:
         "if __name__ == '__main__':\n"
         "    print(' '.join(unirun.run_all([light.loaded], mode='process')[0]))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_python(tmp_path, "-c", script)
     modules = set(done.stdout.split())
     assert "unirun._backends._worker" in modules
     assert not {"asyncio", "cloudpickle", "unirun._engine", "unirun._run"} & modules
@@ -178,15 +180,7 @@ def test_forkserver_preloads_the_worker_module_and_keeps_the_users_list(tmp_path
         "        assert pool.submit(abs, -1).result() == 1\n"
         "    print(forkserver._forkserver._preload_modules)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_python(tmp_path, "-c", script)
     assert done.stdout.strip() == "['json', 'unirun._backends._worker']"
 
 
@@ -216,15 +210,7 @@ def test_functions_and_classes_of_main_reach_the_worker(tmp_path: Path, how: str
     script = tmp_path / "main.py"
     script.write_text(MAIN_SCRIPT)
     argv = [str(script)] if how == "file" else ["-c", MAIN_SCRIPT]
-    done = subprocess.run(
-        [sys.executable, *argv],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_python(tmp_path, *argv)
     assert done.stdout.split() == ["[4194304,", "4194304]"]
 
 

@@ -3,6 +3,8 @@ the test process (signals, interpreter exit)."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import signal
 import subprocess
@@ -11,6 +13,7 @@ import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,3 +92,15 @@ def wait_gone(pid: int, timeout: float = 10) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+@functools.cache
+def benchmark_script(name: str) -> ModuleType:
+    """``benchmarks/<name>.py``, imported (a script, not a package module), for the tests
+    that run a soak or load script at a CI size."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

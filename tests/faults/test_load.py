@@ -7,32 +7,16 @@ wall-clock gates (timing is the nightly run's business: a shared CI box is noisy
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 import tests.helpers  # noqa: F401  (starts the forkserver before any leak check counts)
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.faults.harness import benchmark_script
 
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads /proc (fds, statm)"
 )
-
-
-@functools.cache
-def _bench(name: str) -> ModuleType:
-    """``benchmarks/<name>.py``, imported (it is a script, not a package module)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
@@ -42,7 +26,7 @@ def test_worker_crashes_and_recoveries() -> None:
     """L5: 150 crashes (300 tasks, ``os._exit`` in every 2nd) through ProcessBackend: every
     outcome right, no zombie, fds and children flat, recovery p99 under 1 s (about 5 s in
     all here; the nightly run is ``benchmarks/soak_crashes.py``)."""
-    soak = _bench("soak_crashes")
+    soak = benchmark_script("soak_crashes")
     figures = soak.soak(150)
     assert soak.gates(figures, time_gate=False) == [], figures
 
@@ -56,7 +40,7 @@ def test_repeated_sigint_runs(mode: str) -> None:
     nightly run, 100 per mode, is ``benchmarks/soak_sigint.py``)."""
     if mode == "gevent":
         pytest.importorskip("gevent")
-    figures = _bench("soak_sigint").soak(mode, 3)
+    figures = benchmark_script("soak_sigint").soak(mode, 3)
     assert figures["failures"] == [], figures
 
 
@@ -68,7 +52,7 @@ def test_all_failing_batch_releases_its_tracebacks(mode: str) -> None:
     """L8: 20,000 tasks that all raise, ``return_exceptions=True``, 2 rounds: once the
     outcomes are dropped no failed frame stays alive, Python allocations and RSS are flat
     (the nightly run, 100,000 tasks, is ``benchmarks/soak_errors.py``)."""
-    soak = _bench("soak_errors")
+    soak = benchmark_script("soak_errors")
     figures = soak.soak(20_000, mode, rounds=2)
     assert soak.gates(figures) == [], figures
 
@@ -80,5 +64,5 @@ def test_one_executor_shared_by_ten_threads_under_load(mode: str) -> None:
     """L11: 10 threads x 100 ``run_all`` calls of 10 tasks on one executor: every call gets
     exactly its own outcomes, in order (the nightly run, 10 x 1,000, is
     ``benchmarks/soak_threads.py``)."""
-    figures = _bench("soak_threads").soak(10, 100, mode)
+    figures = benchmark_script("soak_threads").soak(10, 100, mode)
     assert figures["calls"] == 100

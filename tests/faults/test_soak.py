@@ -7,23 +7,11 @@ results and the last. Marked ``slow`` (about 10 s in all on 2 cores).
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _soak_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("soak_imap", ROOT / "benchmarks/soak_imap.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.faults.harness import benchmark_script
 
 
 @pytest.mark.slow
@@ -38,6 +26,6 @@ def _soak_module() -> ModuleType:
     ],
 )
 def test_imap_soak_memory_is_flat(mode: str, n: int, options: dict[str, int]) -> None:
-    soak = _soak_module()
+    soak = benchmark_script("soak_imap")
     figures = soak.soak(n, mode, **options)
     assert figures["growth_mib"] < soak.GATE / soak.MiB, figures
