@@ -524,3 +524,22 @@ async def async_double(i: int) -> int:
 
     await anyio.sleep(0)
     return i * 2
+
+
+def test_the_asyncio_loop_does_not_load_anyios_asyncio_backend() -> None:
+    # start-up cost: anyio's asyncio backend takes 14 ms to import; the loop is plain asyncio
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, unirun\n"
+        "async def one():\n"
+        "    return 1\n"
+        "assert unirun.run_all([one], mode='asyncio') == [1]\n"
+        "print('anyio._backends._asyncio' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
