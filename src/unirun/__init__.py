@@ -78,34 +78,27 @@ __all__ = [
 ]
 
 
-#: The front door, loaded on first use: the engine is half of a cold ``import unirun``,
-#: and a worker process, which imports the package too, never needs it.
-_FRONT_DOOR = frozenset({"amap", "arun_all", "executor", "imap", "map", "run_all"})
+#: Public names loaded on first use, by module: the front door (the engine is half of a
+#: cold ``import unirun``, and a worker process, which imports the package too, never
+#: needs it), the picker of auto mode, and shared memory (it imports multiprocessing).
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(("amap", "arun_all", "executor", "imap", "map", "run_all"), "_run"),
+    **dict.fromkeys(("Choice", "choose_backend"), "_choose"),
+    **dict.fromkeys(("Shared", "shared"), "_shared"),
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _FRONT_DOOR:
-        from . import _run
+    module_name = _LAZY.get(name)
+    if module_name is not None:
+        import importlib
 
-        for public in _FRONT_DOOR:
-            function: Any = getattr(_run, public)
-            function.__module__ = "unirun"
-            globals()[public] = function
-        return globals()[name]
-    if name in ("Choice", "choose_backend"):  # the picker loads on first use
-        from . import _choose
-
-        obj: Any = getattr(_choose, name)
-        obj.__module__ = "unirun"
-        globals()[name] = obj
-        return obj
-    if name in ("Shared", "shared"):  # shared memory loads on first use
-        from . import _shared
-
-        for public in ("Shared", "shared"):
-            value: Any = getattr(_shared, public)
-            value.__module__ = "unirun"
-            globals()[public] = value
+        module = importlib.import_module(f".{module_name}", __name__)
+        for public, home in _LAZY.items():
+            if home == module_name:
+                value: Any = getattr(module, public)
+                value.__module__ = "unirun"
+                globals()[public] = value
         return globals()[name]
     if name == "WorkerCrashedError":  # made on first use: it imports multiprocessing
         from . import _errors
