@@ -1,4 +1,5 @@
-"""``map`` in slices: the fast path for many small tasks on the process and dask modes.
+"""``map`` without a future per call: slices (process, dask, serial) and lanes (asyncio,
+gevent, thread).
 
 The engine's general path makes one ``Call`` per task and measures its way to a chunk
 size, which costs a few microseconds per task in the caller's thread. When ``map`` gets a
@@ -13,6 +14,16 @@ On ``SerialBackend`` the same cut removes the engine's per-task bookkeeping from
 caller's loop: each slice runs in the caller's thread, each task still in a context of its
 own, stopping at the first failure unless ``return_exceptions``; only without a whole-call
 ``timeout``, which serial checks between tasks.
+
+Over one iterable the slices carry the items themselves (:class:`Singles`: no argument
+tuple per item), and a slice holds about ``_SLICE_BYTES`` of arguments at most.
+
+*Lanes* serve the backends that run many calls at once in one process: the whole call is
+one job of ``max_workers`` lanes that each take the next argument in turn, with no future,
+task or greenlet per call. The asyncio and gevent backends run the job themselves
+(``BackendBase._lanes``); on a thread pool each lane is a task of the pool
+(``lanes_in_pool``). As in ``ThreadPoolExecutor``, the calls of one lane share its
+context.
 
 A slice whose worker died, or that could not be pickled, is re-run task by task on the
 general path, so that only the culprit gets ``WorkerCrashedError`` or
