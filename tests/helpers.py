@@ -32,6 +32,15 @@ async def async_add(x: int, y: int) -> int:
     return x + y
 
 
+async def async_fail_on(x: int, bad: int) -> int:
+    import asyncio
+
+    await asyncio.sleep(0)
+    if x == bad:
+        raise ValueError(f"bad input {x}")
+    return 2 * x
+
+
 class FalseyError(Exception):
     def __bool__(self) -> bool:
         return False
