@@ -134,24 +134,32 @@ def test_task_timeout_counts_from_the_start_not_the_queue() -> None:
     assert out == [0, 1]
 
 
-def test_task_timeout_cancels_the_coroutine(backend: AsyncioBackend) -> None:
-    import anyio
+class Stuck:
+    """An async callable that waits forever and says when it started and was cancelled."""
 
-    cancelled = threading.Event()
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.cancelled = threading.Event()
 
-    async def stuck() -> None:
+    async def __call__(self) -> None:
+        import anyio
+
+        self.started.set()
         try:
             await anyio.sleep_forever()
         finally:
-            cancelled.set()
+            self.cancelled.set()
 
+
+def test_task_timeout_cancels_the_coroutine(backend: AsyncioBackend) -> None:
+    stuck = Stuck()
     out = backend.run_all(
         [unirun.task(stuck), unirun.task(identity, 1)], task_timeout=0.2, return_exceptions=True
     )
     assert isinstance(out[0], unirun.TaskTimeoutError)
     assert out[0].action == "cancelled"
     assert out[1] == 1
-    assert cancelled.wait(5)
+    assert stuck.cancelled.wait(5)
 
 
 def test_a_sync_task_past_its_timeout_is_abandoned() -> None:
@@ -168,57 +176,31 @@ def test_a_sync_task_past_its_timeout_is_abandoned() -> None:
 def test_first_error_cancels_the_siblings(backend: AsyncioBackend) -> None:
     import anyio
 
-    started, cancelled = threading.Event(), threading.Event()
-
-    async def sibling() -> None:
-        started.set()
-        try:
-            await anyio.sleep_forever()
-        finally:
-            cancelled.set()
+    sibling = Stuck()
 
     async def fail() -> None:
-        while not started.is_set():
+        while not sibling.started.is_set():
             await anyio.sleep(0.001)
         raise ValueError("first")
 
     with pytest.raises(ValueError, match="first"):
         backend.run_all([unirun.task(sibling), unirun.task(fail)])
-    assert cancelled.wait(5)
+    assert sibling.cancelled.wait(5)
 
 
 def test_whole_call_timeout_cancels_what_runs(backend: AsyncioBackend) -> None:
-    import anyio
-
-    cancelled = threading.Event()
-
-    async def stuck() -> None:
-        try:
-            await anyio.sleep_forever()
-        finally:
-            cancelled.set()
-
+    stuck = Stuck()
     with pytest.raises(TimeoutError):
         backend.run_all([unirun.task(stuck)], timeout=0.2)
-    assert cancelled.wait(5)
+    assert stuck.cancelled.wait(5)
 
 
 def test_future_cancel_cancels_a_running_coroutine(backend: AsyncioBackend) -> None:
-    import anyio
-
-    started, cancelled = threading.Event(), threading.Event()
-
-    async def stuck() -> None:
-        started.set()
-        try:
-            await anyio.sleep_forever()
-        finally:
-            cancelled.set()
-
+    stuck = Stuck()
     future = backend.submit(stuck)
-    assert started.wait(5)
+    assert stuck.started.wait(5)
     assert future.cancel()
-    assert cancelled.wait(5)
+    assert stuck.cancelled.wait(5)
     assert future.cancelled()
 
 
